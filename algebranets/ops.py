@@ -1,0 +1,393 @@
+"""Algebra-valued dense and convolution layers as pure functions (no Haiku).
+
+Shapes (D = algebra.dim, the components of one element, always the last axis):
+  dense:   x [..., Cin, D]        w [Cin, Cout, D]             -> [..., Cout, D]
+  conv2d:  x [N, H, W, Cin, D]    w [KH, KW, Cin/G, Cout, D]   -> [N, H', W', Cout, D]
+
+Both compute y_o = Σ_i w_io · x_i with the algebra's product and the weight on
+the left. Every op has several paths that give the same numbers (tests hold
+them equal to the reference to float32 rounding):
+
+  reference  outer products of all component pairs, then contraction with the
+             structure tensor T. Slow and obviously the definition.
+  expanded   each weight element becomes its D×D left-multiplication matrix;
+             one real matmul/conv of width Cin·D -> Cout·D. Costs D² real MACs
+             per element product: optimal when T is dense (R, C, H), n× the
+             naive cost for M_n(R). This is the form that PHM / hypercomplex /
+             quaternion libraries use.
+  folded     M_n(B) only (paper, Appendix E): an element is an n×n matrix over
+             B whose n columns see the same weights, so columns fold into the
+             batch and the layer becomes a B-layer of width n·Cin -> n·Cout on
+             n× the batch. No expanded weight, exactly the naive n³·m_B MACs.
+  sparse     for sparse T (dual numbers, cross3): output component k gathers
+             only the (weight comp, input comp) pairs with T[a, b, k] != 0, so
+             the real work is the naive count instead of D².
+  gauss      C only: Gauss's 3-multiply complex product, 3 real matmuls
+             instead of 4 (slightly larger rounding error).
+
+`default_path(algebra, kind)` picks per algebra; the choice and the
+measurements behind it are documented there and in BENCHMARKS.md.
+
+The folded layout can also be kept *between* layers (`fold` / `unfold` /
+`fold_weight`), which saves the activation transposes of the folded path;
+component-wise nonlinearities and per-component norms do not care about the
+layout.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from algebranets import algebras as algebras_lib
+from algebranets.algebras import Algebra
+
+__all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight"]
+
+PATHS = ("reference", "expanded", "folded", "sparse", "gauss")
+IntPair = Union[int, Sequence[int]]
+Padding = Union[str, Sequence[tuple[int, int]]]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# ----------------------------------------------------------------- dispatch
+def default_path(algebra, kind: str = "dense") -> str:
+  """The fastest correct path for `algebra` ("dense" or "conv").
+
+  Chosen from the cost model and confirmed by `scripts/benchmark_ops.py`
+  (BENCHMARKS.md, 2 CPU cores):
+  * D = 1 (R): `expanded` is literally the real layer.
+  * M_n(B): `folded` does 1/n of the expanded MACs; measured 1.8× (M2),
+    2.6× (M3), 3.4× (M4) faster than `expanded` for dense forward+backward.
+  * sparse T (naive multiplies < 0.8·D², i.e. dual and cross3): `sparse`,
+    which does the naive count; `expanded` would do 4/3× (dual), 3/2× (cross3).
+  * otherwise (C, H and dense user algebras): `expanded`, one real op with no
+    wasted work. `gauss` saves 1/4 of the MACs for C but adds elementwise
+    passes over activations and weights, and on CPU did not beat `expanded`
+    at the widths measured, so it is opt-in.
+  """
+  del kind  # the same choice is best for dense and conv in our measurements.
+  alg = algebras_lib.get(algebra)
+  if alg.dim == 1:
+    return "expanded"
+  if alg.matrix_base is not None:
+    return "folded"
+  if alg.mults_per_product < 0.8 * alg.dim ** 2:
+    return "sparse"
+  return "expanded"
+
+
+def _resolve(algebra, path, kind):
+  alg = algebras_lib.get(algebra)
+  path = default_path(alg, kind) if path is None else path
+  if path not in PATHS:
+    raise ValueError(f"Unknown path {path!r}; valid paths: {', '.join(PATHS)}.")
+  if path == "folded" and alg.matrix_base is None:
+    raise ValueError(f"path 'folded' needs a matrix algebra M_n(B); {alg.name!r} is not one.")
+  if path == "gauss" and alg != algebras_lib.COMPLEX:
+    raise ValueError(f"path 'gauss' is only for the complex numbers, not {alg.name!r}.")
+  return alg, path
+
+
+def _pair(v, what) -> tuple[int, int]:
+  if isinstance(v, (int, np.integer)):
+    v = (int(v), int(v))
+  v = tuple(int(a) for a in v)
+  if len(v) != 2 or min(v) < 1:
+    raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}.")
+  return v
+
+
+def _structure(alg: Algebra, dtype):
+  return jnp.asarray(alg.structure, dtype=dtype)
+
+
+# -------------------------------------------------------------------- dense
+def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
+  """Algebra-valued fully connected layer, y_o = Σ_i w_io · x_i.
+
+  Args:
+    x: [..., Cin, D] activations.
+    w: [Cin, Cout, D] weights.
+    algebra: an Algebra or a registered name.
+    path: one of PATHS, or None for `default_path(algebra, "dense")`.
+    precision: passed to the real matmuls (None: JAX's default).
+
+  Returns:
+    [..., Cout, D].
+  """
+  alg, path = _resolve(algebra, path, "dense")
+  x, w = jnp.asarray(x), jnp.asarray(w)
+  d = alg.dim
+  if x.ndim < 2 or x.shape[-1] != d:
+    raise ValueError(f"dense: x must be [..., Cin, {d}] for algebra {alg.name!r}, got {x.shape}.")
+  if w.ndim != 3 or w.shape[-1] != d:
+    raise ValueError(f"dense: w must be [Cin, Cout, {d}] for algebra {alg.name!r}, got {w.shape}.")
+  if x.shape[-2] != w.shape[0]:
+    raise ValueError(f"dense: x has Cin={x.shape[-2]} but w expects Cin={w.shape[0]} "
+                     f"(x {x.shape}, w {w.shape}).")
+  return _DENSE[path](x, w, alg, precision)
+
+
+def _dense_reference(x, w, alg, precision):
+  # Every component pair first, then T: z[..., o, a, b] = Σ_i w_ioa x_ib.
+  z = jnp.einsum("...ib,ioa->...oab", x, w, precision=_HIGHEST)  # [..., Cout, D, D]
+  return jnp.einsum("...oab,abk->...ok", z, _structure(alg, z.dtype), precision=_HIGHEST)
+
+
+def _expand_weight(w, alg):
+  """[..., Cin, Cout, D] -> [..., Cin·D, Cout·D], real block (i, o) = L(w_io)."""
+  *lead, cin, cout, d = w.shape
+  if d == 1:
+    return w.reshape(*lead, cin, cout)
+  wr = jnp.einsum("...ioa,abk->...ibok", w, _structure(alg, w.dtype))  # [..., Cin, D, Cout, D]
+  return wr.reshape(*lead, cin * d, cout * d)
+
+
+def _dense_expanded(x, w, alg, precision):
+  *lead, cin, d = x.shape
+  y = jnp.matmul(x.reshape(*lead, cin * d), _expand_weight(w, alg), precision=precision)
+  return y.reshape(*lead, w.shape[1], d)  # [..., Cout, D]
+
+
+def _dense_folded(x, w, alg, precision):
+  n, base = alg.matrix_base
+  *lead, cin, _ = x.shape
+  db = base.dim
+  xf = x.reshape(*lead, cin, n, n, db)                    # [..., Cin, R, Col, Db]
+  xf = jnp.moveaxis(xf, -2, -4)                           # [..., Col, Cin, R, Db]
+  xf = xf.reshape(*lead, n, cin * n, db)                  # [..., Col, Cin·R, Db]
+  yf = dense(xf, fold_weight(w, alg), base, precision=precision)  # [..., Col, Cout·A, Db]
+  cout = w.shape[1]
+  yf = yf.reshape(*lead, n, cout, n, db)                  # [..., Col, Cout, A, Db]
+  y = jnp.moveaxis(yf, -4, -2)                            # [..., Cout, A, Col, Db]
+  return y.reshape(*lead, cout, alg.dim)
+
+
+def _sparse_groups(alg: Algebra):
+  """Output components grouped by how many (a, b) pairs feed them.
+
+  Returns a list of (ks [K], a [K, P], b [K, P], coef [K, P]) numpy arrays.
+  """
+  t = alg.structure
+  by_count: dict[int, list] = {}
+  for k in range(alg.dim):
+    a, b = np.nonzero(t[:, :, k])
+    by_count.setdefault(len(a), []).append((k, a, b, t[a, b, k]))
+  groups = []
+  for count, items in sorted(by_count.items()):
+    if count == 0:
+      continue
+    ks = np.array([it[0] for it in items])
+    groups.append((ks, *(np.stack([it[i] for it in items]) for i in (1, 2, 3))))
+  return groups
+
+
+def _dense_sparse(x, w, alg, precision):
+  *lead, cin, d = x.shape
+  cout = w.shape[1]
+  outs, order = [], []
+  for ks, a, b, coef in _sparse_groups(alg):
+    kk, p = a.shape
+    xg = x[..., b.reshape(-1)].reshape(*lead, cin, kk, p)           # [..., Cin, K, P]
+    wg = w[:, :, a.reshape(-1)].reshape(cin, cout, kk, p)            # [Cin, Cout, K, P]
+    wg = wg * jnp.asarray(coef, w.dtype)
+    outs.append(jnp.einsum("...ikp,iokp->...ok", xg, wg, precision=precision))  # [..., Cout, K]
+    order.extend(ks.tolist())
+  y = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
+  if order != list(range(d)):
+    missing = sorted(set(range(d)) - set(order))  # components no product reaches
+    if missing:
+      y = jnp.concatenate([y, jnp.zeros(y.shape[:-1] + (len(missing),), y.dtype)], axis=-1)
+      order.extend(missing)
+    y = y[..., np.argsort(order)]
+  return y
+
+
+def _dense_gauss(x, w, alg, precision):
+  xr, xi = x[..., 0], x[..., 1]
+  wr, wi = w[..., 0], w[..., 1]
+  xs = jnp.stack([xr, xi - xr, xr + xi])                  # [3, ..., Cin]
+  ws = jnp.stack([wr + wi, wr, wi])                       # [3, Cin, Cout]
+  k1, k2, k3 = jnp.einsum("s...i,sio->s...o", xs, ws, precision=precision)
+  return jnp.stack([k1 - k3, k1 + k2], axis=-1)
+
+
+_DENSE = {
+    "reference": _dense_reference,
+    "expanded": _dense_expanded,
+    "folded": _dense_folded,
+    "sparse": _dense_sparse,
+    "gauss": _dense_gauss,
+}
+
+
+# --------------------------------------------------------------------- conv
+def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
+           dilation: IntPair = 1, feature_group_count: int = 1,
+           path: Optional[str] = None, precision=None):
+  """Algebra-valued 2D convolution (NHWC), y_o = Σ_{taps, i} w_io · x_i.
+
+  Args:
+    x: [N, H, W, Cin, D].
+    w: [KH, KW, Cin/G, Cout, D]; G = feature_group_count (G = Cin with
+      Cout = m·Cin is the depthwise conv of MobileNet: one element per channel).
+    algebra: an Algebra or a registered name.
+    stride, dilation: int or (h, w) pair.
+    padding: "SAME", "VALID" or ((top, bottom), (left, right)).
+    path: one of PATHS, or None for `default_path(algebra, "conv")`.
+
+  Returns:
+    [N, H', W', Cout, D].
+  """
+  alg, path = _resolve(algebra, path, "conv")
+  x, w = jnp.asarray(x), jnp.asarray(w)
+  d = alg.dim
+  if x.ndim != 5 or x.shape[-1] != d:
+    raise ValueError(f"conv2d: x must be [N, H, W, Cin, {d}] for algebra {alg.name!r}, "
+                     f"got {x.shape}.")
+  if w.ndim != 5 or w.shape[-1] != d:
+    raise ValueError(f"conv2d: w must be [KH, KW, Cin/G, Cout, {d}] for algebra "
+                     f"{alg.name!r}, got {w.shape}.")
+  g = feature_group_count
+  if not isinstance(g, (int, np.integer)) or g < 1:
+    raise ValueError(f"conv2d: feature_group_count must be a positive int, got {g!r}.")
+  cin, cout = x.shape[3], w.shape[3]
+  if cin % g or cout % g or w.shape[2] * g != cin:
+    raise ValueError(
+        f"conv2d: with feature_group_count={g}, Cin={cin} and Cout={cout} must be divisible "
+        f"by {g} and w must have Cin/G={cin // g if cin % g == 0 else '?'} input elements; "
+        f"got w {w.shape}.")
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"conv2d: padding must be 'SAME', 'VALID' or pairs, got {padding!r}.")
+    padding = padding.upper()
+  else:
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  args = dict(stride=_pair(stride, "stride"), padding=padding,
+              dilation=_pair(dilation, "dilation"), groups=int(g), precision=precision)
+  return _CONV[path](x, w, alg, **args)
+
+
+def _real_conv(x, k, stride, padding, dilation, groups, precision):
+  # [N, H, W, C] * [KH, KW, C/G, O] -> [N, H', W', O]
+  return jax.lax.conv_general_dilated(
+      x, k, window_strides=stride, padding=padding, rhs_dilation=dilation,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+      precision=precision)
+
+
+def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision):
+  n, h, wd, cin, d = x.shape
+  kh, kw, cg, cout, _ = w.shape
+  # Patch features come out ordered (channel, kh, kw), channel-major.
+  patches = jax.lax.conv_general_dilated_patches(
+      x.reshape(n, h, wd, cin * d), (kh, kw), stride, padding, rhs_dilation=dilation,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST)
+  ho, wo = patches.shape[1:3]
+  patches = patches.reshape(n, ho, wo, groups, cg, d, kh, kw)      # [N, H', W', G, Cg, D, KH, KW]
+  wg = w.reshape(kh, kw, cg, groups, cout // groups, d)            # [KH, KW, Cg, G, Og, D]
+  z = jnp.einsum("nhwgibpq,pqigoa->nhwgoab", patches, wg, precision=_HIGHEST)
+  y = jnp.einsum("nhwgoab,abk->nhwgok", z, _structure(alg, z.dtype), precision=_HIGHEST)
+  return y.reshape(n, ho, wo, cout, d)
+
+
+def _conv_expanded(x, w, alg, precision, **conv):
+  n, h, wd, cin, d = x.shape
+  y = _real_conv(x.reshape(n, h, wd, cin * d), _expand_weight(w, alg), precision=precision, **conv)
+  return y.reshape(y.shape[:3] + (w.shape[3], d))  # [N, H', W', Cout, D]
+
+
+def _conv_folded(x, w, alg, precision, **conv):
+  _, base = alg.matrix_base
+  xf = fold(x, alg)                                   # [N·Col, H, W, Cin·R, Db]
+  yf = conv2d(xf, fold_weight(w, alg), base, stride=conv["stride"], padding=conv["padding"],
+              dilation=conv["dilation"], feature_group_count=conv["groups"],
+              precision=precision)                    # [N·Col, H', W', Cout·A, Db]
+  return unfold(yf, alg)
+
+
+def _conv_sparse(x, w, alg, precision, **conv):
+  n, h, wd, cin, d = x.shape
+  kh, kw, cg, cout, _ = w.shape
+  ys = [None] * d
+  for ks, a, b, coef in _sparse_groups(alg):
+    for k, ak, bk, ck in zip(ks, a, b, coef):
+      p = len(ak)
+      xk = x[..., bk].reshape(n, h, wd, cin * p)                       # [N, H, W, Cin·P]
+      wk = (w[..., ak] * jnp.asarray(ck, w.dtype)).transpose(0, 1, 2, 4, 3)  # [KH, KW, Cg, P, Cout]
+      ys[k] = _real_conv(xk, wk.reshape(kh, kw, cg * p, cout), precision=precision, **conv)
+  ref = next(y for y in ys if y is not None)
+  ys = [jnp.zeros_like(ref) if y is None else y for y in ys]
+  return jnp.stack(ys, axis=-1)                                        # [N, H', W', Cout, D]
+
+
+def _conv_gauss(x, w, alg, precision, **conv):
+  xr, xi = x[..., 0], x[..., 1]
+  wr, wi = w[..., 0], w[..., 1]
+  k1 = _real_conv(xr, wr + wi, precision=precision, **conv)
+  k2 = _real_conv(xi - xr, wr, precision=precision, **conv)
+  k3 = _real_conv(xr + xi, wi, precision=precision, **conv)
+  return jnp.stack([k1 - k3, k1 + k2], axis=-1)
+
+
+_CONV = {
+    "reference": _conv_reference,
+    "expanded": _conv_expanded,
+    "folded": _conv_folded,
+    "sparse": _conv_sparse,
+    "gauss": _conv_gauss,
+}
+
+
+# ----------------------------------------------------------- folded layout
+def _matrix_base(alg: Algebra):
+  if alg.matrix_base is None:
+    raise ValueError(f"folding needs a matrix algebra M_n(B); {alg.name!r} is not one.")
+  return alg.matrix_base
+
+
+def fold(x, algebra):
+  """M_n(B) activations [B, ..., C, D] -> B-activations [B·n, ..., C·n, Db].
+
+  Column c of every element goes to batch row b·n + c; row r of channel i to
+  channel i·n + r. A network can stay in this layout between layers, calling
+  the base-algebra ops with `fold_weight(w)`.
+  """
+  alg = algebras_lib.get(algebra)
+  n, base = _matrix_base(alg)
+  x = jnp.asarray(x)
+  b, *mid, c, _ = x.shape
+  xf = x.reshape(b, *mid, c, n, n, base.dim)           # [B, ..., C, R, Col, Db]
+  xf = jnp.moveaxis(xf, -2, 1)                         # [B, Col, ..., C, R, Db]
+  return xf.reshape(b * n, *mid, c * n, base.dim)
+
+
+def unfold(xf, algebra):
+  """Inverse of `fold`: [B·n, ..., C·n, Db] -> [B, ..., C, D]."""
+  alg = algebras_lib.get(algebra)
+  n, base = _matrix_base(alg)
+  xf = jnp.asarray(xf)
+  bn, *mid, cn, _ = xf.shape
+  x = xf.reshape(bn // n, n, *mid, cn // n, n, base.dim)  # [B, Col, ..., C, R, Db]
+  x = jnp.moveaxis(x, 1, -2)                              # [B, ..., C, R, Col, Db]
+  return x.reshape(bn // n, *mid, cn // n, alg.dim)
+
+
+def fold_weight(w, algebra):
+  """M_n(B) weights [..., Cin, Cout, D] -> B-weights [..., Cin·n, Cout·n, Db].
+
+  Real block ((i, r), (o, a)) holds entry (a, r) of w_io, so the folded layer
+  computes y_o[a, c] = Σ_{i, r} w_io[a, r] · x_i[r, c].
+  """
+  alg = algebras_lib.get(algebra)
+  n, base = _matrix_base(alg)
+  w = jnp.asarray(w)
+  *lead, cin, cout, _ = w.shape
+  wf = w.reshape(*lead, cin, cout, n, n, base.dim)     # [..., Cin, Cout, A, R, Db]
+  wf = jnp.moveaxis(wf, -2, -4)                        # [..., Cin, R, Cout, A, Db]
+  return wf.reshape(*lead, cin * n, cout * n, base.dim)
