@@ -1,0 +1,24 @@
+"""algebranets: neural networks over algebras (AlgebraNets, arXiv 2006.07360) in JAX/Haiku."""
+
+import setuptools
+
+setuptools.setup(
+    name="algebranets",
+    version="0.1.0",
+    description="AlgebraNets: neural networks whose weights and activations live in other algebras",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["algebranets", "algebranets.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "dm-haiku>=0.0.12",
+        "optax>=0.2",
+        "ml-collections>=0.1.1",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        # Only needed to run the test suite.
+        "test": ["pytest>=7"],
+    },
+)
