@@ -187,25 +187,35 @@ def _sparse_groups(alg: Algebra):
   return groups
 
 
+def _gather_components(x, idx):
+  """Concatenates components idx[p] of x [..., C, D] along channels: [..., P·C].
+
+  Static slices, not a gather: XLA turns these into cheap copies.
+  """
+  return jnp.concatenate([x[..., j] for j in idx], axis=-1)
+
+
+def _gather_weights(w, idx, coef):
+  """[..., Cin, Cout, D] -> [..., P·Cin, Cout], block p = coef[p] · w[..., idx[p]]."""
+  return jnp.concatenate([w[..., a] * jnp.asarray(c, w.dtype) if c != 1 else w[..., a]
+                          for a, c in zip(idx, coef)], axis=-2)
+
+
 def _dense_sparse(x, w, alg, precision):
-  *lead, cin, d = x.shape
-  cout = w.shape[1]
-  outs, order = [], []
+  ys = [None] * alg.dim
   for ks, a, b, coef in _sparse_groups(alg):
-    kk, p = a.shape
-    xg = x[..., b.reshape(-1)].reshape(*lead, cin, kk, p)           # [..., Cin, K, P]
-    wg = w[:, :, a.reshape(-1)].reshape(cin, cout, kk, p)            # [Cin, Cout, K, P]
-    wg = wg * jnp.asarray(coef, w.dtype)
-    outs.append(jnp.einsum("...ikp,iokp->...ok", xg, wg, precision=precision))  # [..., Cout, K]
-    order.extend(ks.tolist())
-  y = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-  if order != list(range(d)):
-    missing = sorted(set(range(d)) - set(order))  # components no product reaches
-    if missing:
-      y = jnp.concatenate([y, jnp.zeros(y.shape[:-1] + (len(missing),), y.dtype)], axis=-1)
-      order.extend(missing)
-    y = y[..., np.argsort(order)]
-  return y
+    xg = jnp.stack([_gather_components(x, bk) for bk in b])          # [K, ..., P·Cin]
+    wg = jnp.stack([_gather_weights(w, ak, ck) for ak, ck in zip(a, coef)])  # [K, P·Cin, Cout]
+    yg = jnp.einsum("k...m,kmo->k...o", xg, wg, precision=precision)  # [K, ..., Cout]
+    for k, yk in zip(ks, yg):
+      ys[k] = yk
+  return _stack_components(ys)
+
+
+def _stack_components(ys):
+  """List of D arrays [..., Cout] (None: no product reaches it) -> [..., Cout, D]."""
+  ref = next(y for y in ys if y is not None)
+  return jnp.stack([jnp.zeros_like(ref) if y is None else y for y in ys], axis=-1)
 
 
 def _dense_gauss(x, w, alg, precision):
@@ -312,18 +322,17 @@ def _conv_folded(x, w, alg, precision, **conv):
 
 
 def _conv_sparse(x, w, alg, precision, **conv):
-  n, h, wd, cin, d = x.shape
-  kh, kw, cg, cout, _ = w.shape
-  ys = [None] * d
+  ys = [None] * alg.dim
   for ks, a, b, coef in _sparse_groups(alg):
     for k, ak, bk, ck in zip(ks, a, b, coef):
-      p = len(ak)
-      xk = x[..., bk].reshape(n, h, wd, cin * p)                       # [N, H, W, Cin·P]
-      wk = (w[..., ak] * jnp.asarray(ck, w.dtype)).transpose(0, 1, 2, 4, 3)  # [KH, KW, Cg, P, Cout]
+      # Channel blocks are ordered (p, i); groups need (i, p) so each group's
+      # input channels stay contiguous.
+      n, h, wd, cin, _ = x.shape
+      xk = jnp.stack([x[..., j] for j in bk], axis=-1).reshape(n, h, wd, -1)    # [N, H, W, Cin·P]
+      wk = jnp.stack([w[..., i] * jnp.asarray(c, w.dtype) for i, c in zip(ak, ck)], axis=3)
+      kh, kw, cg, p, cout = wk.shape                                            # [KH, KW, Cg, P, Cout]
       ys[k] = _real_conv(xk, wk.reshape(kh, kw, cg * p, cout), precision=precision, **conv)
-  ref = next(y for y in ys if y is not None)
-  ys = [jnp.zeros_like(ref) if y is None else y for y in ys]
-  return jnp.stack(ys, axis=-1)                                        # [N, H', W', Cout, D]
+  return _stack_components(ys)
 
 
 def _conv_gauss(x, w, alg, precision, **conv):

@@ -1,0 +1,514 @@
+"""Real parameter and multiply-accumulate (MAC) counts, per layer and per model.
+
+What is counted:
+  * Parameters are real numbers: an algebra element of dimension D is D
+    parameters. Biases are parameters.
+  * A MAC is one real multiply whose product is accumulated. An algebra product
+    whose naive form needs m real multiplies (`Algebra.mults_per_product`, the
+    table in PAPER.md: 1 r, 4 c, 16 h, 8 m2r, 27 m3r, 64 m4r, 32 m2c, 3 dual,
+    6 cross3) costs m MACs inside a layer: every partial product a_i·b_j is
+    accumulated straight into its output component. A layer costs
+    (products per output position) × m MACs per output position.
+  * The fast variant (`fast=True`, the `fast_macs` columns) uses
+    `Algebra.fast_mults_per_product` instead (3 for c by Gauss's trick, 24 for
+    m2c, naive otherwise). It is reported beside the naive count, never in
+    place of it: the registered ops run the naive product (or, on the
+    "expanded" path, D² MACs per product). The few extra additions of such
+    tricks (Gauss: weight-side sums once per weight, input-side sums once per
+    input, one combination per output) are not MACs and are not counted.
+  * Not counted as MACs: bias adds, normalisations, activations, pooling,
+    residual adds, embedding lookups, products between two activations
+    (e.g. attention scores), and products with parameters done outside a
+    weight layer (e.g. tied output logits `x @ embed.embeddings.T`) -- only
+    the calls of recorded weight layers.
+  * Convolutions count every kernel tap at every output position, including
+    taps that fall on "SAME" zero padding (the usual convention, and the one
+    behind the published 4.1 G MACs of ResNet-50). XLA's own cost analysis
+    skips padded taps, so it reports fewer flops for "SAME" convolutions.
+
+Use:
+  dense_macs / conv_macs / dense_params / conv_params / embed_params: pure
+      formulas from layer sizes.
+  model_costs(fn, *args, **kwargs): the per-layer account of a whole Haiku
+      model, found by running `fn` abstractly (`jax.eval_shape`, no compute)
+      under `hk.intercept_methods`; the model needs no cost code of its own.
+  format_table(report): the report as a markdown table.
+  python -m algebranets.costs --c_in=64 --c_out=64: one dense and one conv
+      layer for every registered algebra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from typing import Any, Callable, Optional, Sequence, Union
+
+import haiku as hk
+import jax
+import numpy as np
+
+from algebranets import algebras
+from algebranets import nn as ann
+
+__all__ = [
+    "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params",
+    "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
+    "main",
+]
+
+AlgebraLike = Union[str, algebras.Algebra]
+
+
+# ------------------------------------------------------------------ formulas
+def _positive_int(value, what: str) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{what} must be a positive integer, got {value!r}.")
+  return int(value)
+
+
+def _kernel_taps(kernel_hw) -> int:
+  """Taps of a kernel given as an int (square 2-D kernel) or a shape."""
+  if isinstance(kernel_hw, (int, np.integer)):
+    size = _positive_int(kernel_hw, "kernel_hw")
+    return size * size
+  dims = tuple(kernel_hw)
+  if not dims:
+    raise ValueError(f"kernel_hw must be an int or a non-empty shape, got {kernel_hw!r}.")
+  return math.prod(_positive_int(k, f"kernel_hw entry (in {kernel_hw!r})") for k in dims)
+
+
+def _check_groups(c_in: int, c_out: int, groups) -> int:
+  groups = _positive_int(groups, "groups")
+  if c_in % groups or c_out % groups:
+    raise ValueError(
+        f"groups={groups} must divide both c_in={c_in} and c_out={c_out}.")
+  return groups
+
+
+def _mults(algebra: AlgebraLike, fast: bool) -> int:
+  alg = algebras.get(algebra)
+  return alg.fast_mults_per_product if fast else alg.mults_per_product
+
+
+def dense_macs(batch_positions: int, c_in: int, c_out: int, algebra: AlgebraLike,
+               fast: bool = False) -> int:
+  """MACs of a dense layer [..., c_in, D] -> [..., c_out, D].
+
+  Args:
+    batch_positions: positions the layer is applied at (product of the leading
+      axes of the input, e.g. B·T).
+    c_in, c_out: input and output channels, counted in algebra elements.
+    algebra: an Algebra or a registered name.
+    fast: count the cheapest known product instead of the naive one.
+
+  Returns:
+    batch_positions · c_in · c_out · (real multiplies per product).
+  """
+  batch_positions = _positive_int(batch_positions, "batch_positions")
+  c_in = _positive_int(c_in, "c_in")
+  c_out = _positive_int(c_out, "c_out")
+  return batch_positions * c_in * c_out * _mults(algebra, fast)
+
+
+def conv_macs(out_positions: int, kernel_hw, c_in: int, c_out: int, groups: int,
+              algebra: AlgebraLike, fast: bool = False) -> int:
+  """MACs of a (grouped) convolution.
+
+  Args:
+    out_positions: output positions, N·H_out·W_out (stride and padding enter
+      only through the output size).
+    kernel_hw: kernel size, an int for a square 2-D kernel or a shape such as
+      (kh, kw); dilation does not change the count.
+    c_in, c_out: input and output channels in algebra elements.
+    groups: feature groups; c_in for a depthwise convolution.
+    algebra: an Algebra or a registered name.
+    fast: count the cheapest known product instead of the naive one.
+
+  Returns:
+    out_positions · taps · (c_in / groups) · c_out · (real multiplies per
+    product), padded taps included.
+  """
+  out_positions = _positive_int(out_positions, "out_positions")
+  c_in = _positive_int(c_in, "c_in")
+  c_out = _positive_int(c_out, "c_out")
+  groups = _check_groups(c_in, c_out, groups)
+  taps = _kernel_taps(kernel_hw)
+  return out_positions * taps * (c_in // groups) * c_out * _mults(algebra, fast)
+
+
+def dense_params(c_in: int, c_out: int, algebra: AlgebraLike, with_bias: bool = True) -> int:
+  """Real parameters of a dense layer: (c_in·c_out [+ c_out]) · D."""
+  c_in = _positive_int(c_in, "c_in")
+  c_out = _positive_int(c_out, "c_out")
+  return (c_in * c_out + (c_out if with_bias else 0)) * algebras.get(algebra).dim
+
+
+def conv_params(kernel_hw, c_in: int, c_out: int, groups: int, algebra: AlgebraLike,
+                with_bias: bool = True) -> int:
+  """Real parameters of a conv layer: (taps·c_in/groups·c_out [+ c_out]) · D."""
+  c_in = _positive_int(c_in, "c_in")
+  c_out = _positive_int(c_out, "c_out")
+  groups = _check_groups(c_in, c_out, groups)
+  weights = _kernel_taps(kernel_hw) * (c_in // groups) * c_out
+  return (weights + (c_out if with_bias else 0)) * algebras.get(algebra).dim
+
+
+def embed_params(vocab_size: int, embed_dim: int, algebra: AlgebraLike) -> int:
+  """Real parameters of an embedding table: vocab_size · embed_dim · D."""
+  vocab_size = _positive_int(vocab_size, "vocab_size")
+  embed_dim = _positive_int(embed_dim, "embed_dim")
+  return vocab_size * embed_dim * algebras.get(algebra).dim
+
+
+# ------------------------------------------------------------ model account
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+  """One call of one weight layer.
+
+  Attributes:
+    name: the Haiku module name (the key of its parameters).
+    kind: "dense", "conv" or "embed".
+    algebra: the algebra's name ("r" for plain Haiku layers).
+    input_shape, output_shape: shapes of the call's input and output.
+    params: real parameters of the layer, counted on its first call only (0 on
+      later calls of a shared layer), so the column sums to the model's
+      weight-layer parameters.
+    macs, fast_macs: naive and fast-product MACs of this call.
+    call: 0 for the first call of this module, 1, 2, ... for later ones.
+  """
+
+  name: str
+  kind: str
+  algebra: str
+  input_shape: tuple[int, ...]
+  output_shape: tuple[int, ...]
+  params: int
+  macs: int
+  fast_macs: int
+  call: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+  """The cost report of a whole model (see `model_costs`).
+
+  Attributes:
+    layers: one LayerCost per weight-layer call, in call order.
+    total_params: real parameters, summed over ALL parameter leaves (norm
+      scales, lift/project layers ... included).
+    layer_params: parameters of the recorded weight layers, from the formulas.
+    other_params: leaves of modules that are not recorded weight layers,
+      {module name: size}.
+    state_size: real numbers in the Haiku state (e.g. batch-norm statistics);
+      not parameters, reported for completeness.
+    macs, fast_macs: summed over all layer calls.
+  """
+
+  layers: tuple[LayerCost, ...]
+  total_params: int
+  layer_params: int
+  other_params: dict[str, int]
+  state_size: int
+  macs: int
+  fast_macs: int
+
+  @property
+  def params_consistent(self) -> bool:
+    """Formula params of the weight layers + other leaves == all leaves."""
+    return self.layer_params + sum(self.other_params.values()) == self.total_params
+
+  def to_dict(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out["params_consistent"] = self.params_consistent
+    return out
+
+
+def _size(shape) -> int:
+  return math.prod(int(s) for s in shape)
+
+
+def _bias(module) -> bool:
+  # Our nn layers and Haiku's both keep the constructor flag as `with_bias`.
+  return bool(getattr(module, "with_bias", True))
+
+
+# Each handler maps (module, method name, input shape, output shape) of one
+# recorded call to (kind, algebra, params, macs, fast_macs).
+def _hk_linear(module, method, x, y):
+  del method
+  c_in, c_out = int(x[-1]), int(module.output_size)
+  macs = dense_macs(_size(x[:-1]), c_in, c_out, "r")
+  return "dense", algebras.REAL, dense_params(c_in, c_out, "r", _bias(module)), macs, macs
+
+
+def _hk_conv(module, method, x, y):
+  del method
+  c_in, c_out = int(x[module.channel_index]), int(module.output_channels)
+  groups = int(module.feature_group_count)
+  pos = _size(y) // c_out
+  macs = conv_macs(pos, module.kernel_shape, c_in, c_out, groups, "r")
+  return ("conv", algebras.REAL,
+          conv_params(module.kernel_shape, c_in, c_out, groups, "r", _bias(module)), macs, macs)
+
+
+def _hk_depthwise(module, method, x, y):
+  del method
+  c_in = int(x[module.channel_index])
+  c_out = c_in * int(module.channel_multiplier)
+  pos = _size(y) // c_out
+  macs = conv_macs(pos, module.kernel_shape, c_in, c_out, c_in, "r")
+  return ("conv", algebras.REAL,
+          conv_params(module.kernel_shape, c_in, c_out, c_in, "r", _bias(module)), macs, macs)
+
+
+def _hk_embed(module, method, x, y):
+  del method, x, y
+  params = embed_params(int(module.vocab_size), int(module.embed_dim), "r")
+  return "embed", algebras.REAL, params, 0, 0
+
+
+def _nn_linear(module, method, x, y):
+  del method
+  alg = module.algebra
+  c_in, c_out = int(x[-2]), int(module.output_size)
+  pos = _size(x[:-2])
+  return ("dense", alg, dense_params(c_in, c_out, alg, _bias(module)),
+          dense_macs(pos, c_in, c_out, alg), dense_macs(pos, c_in, c_out, alg, fast=True))
+
+
+def _nn_conv(module, method, x, y):
+  del method
+  alg = module.algebra
+  c_in, c_out = int(x[-2]), int(module.output_channels)
+  groups = int(module.feature_group_count)
+  pos = _size(y[:-2])
+  args = (pos, module.kernel_shape, c_in, c_out, groups, alg)
+  return ("conv", alg, conv_params(module.kernel_shape, c_in, c_out, groups, alg, _bias(module)),
+          conv_macs(*args), conv_macs(*args, fast=True))
+
+
+def _nn_embed(module, method, x, y):
+  del method, x, y
+  alg = module.algebra
+  return "embed", alg, embed_params(int(module.vocab_size), int(module.embed_dim), alg), 0, 0
+
+
+# The recorded layer types, most specific first; (types, methods, handler).
+_LAYERS: tuple[tuple[tuple[type, ...], tuple[str, ...], Callable], ...] = (
+    ((ann.Linear,), ("__call__",), _nn_linear),
+    ((ann.Conv2D,), ("__call__",), _nn_conv),
+    ((ann.Embed,), ("__call__",), _nn_embed),
+    ((hk.Linear,), ("__call__",), _hk_linear),
+    ((hk.ConvND,), ("__call__",), _hk_conv),
+    ((hk.DepthwiseConv1D, hk.DepthwiseConv2D, hk.DepthwiseConv3D), ("__call__",), _hk_depthwise),
+    ((hk.Embed,), ("__call__",), _hk_embed),
+)
+
+
+def _handler(module, method):
+  for types, methods, handler in _LAYERS:
+    if isinstance(module, types):
+      return handler if method in methods else None
+  return None
+
+
+def _first_array(args, kwargs):
+  for a in list(args) + list(kwargs.values()):
+    if hasattr(a, "shape"):
+      return a
+  raise ValueError("a recorded layer was called without an array argument.")
+
+
+def _is_array(leaf) -> bool:
+  return isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+
+
+def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
+  """Per-layer parameters and MACs of the Haiku model built by `fn`.
+
+  `fn` is what one would pass to `hk.transform_with_state`. It is initialised
+  and applied to `*args, **kwargs` abstractly with `jax.eval_shape` (shapes
+  only, no compute: a ResNet-50 takes seconds), while `hk.intercept_methods`
+  records every call of algebranets.nn.Linear / Conv2D / Embed and of Haiku's
+  own Linear / ConvND / DepthwiseConvND / Embed (the real algebra "r").
+
+  A layer applied twice is counted twice in MACs and once in parameters. A
+  recorded layer called from inside another recorded layer is not counted
+  again (the outer formula covers it); a recorded layer inside any other
+  module (say an hk.Linear inside a Lift) is counted. Known limits: layers
+  inside `hk.vmap` / `hk.scan` / `hk.layer_stack` are seen once, with the
+  shapes of one iteration (the parameter check then fails, as it should);
+  transposed convolutions and products between activations add no MACs.
+
+  Args:
+    fn: the un-transformed model function.
+    *args, **kwargs: its inputs; arrays or `jax.ShapeDtypeStruct`s are traced
+      abstractly, every other leaf (flags like `is_training=True`) is passed
+      through as a Python value.
+
+  Returns:
+    A ModelCost; check `.params_consistent`.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+  dynamic = [_is_array(leaf) for leaf in leaves]
+
+  def call_fn(*arrays):
+    it = iter(arrays)
+    full = [next(it) if d else leaf for leaf, d in zip(leaves, dynamic)]
+    a, k = jax.tree_util.tree_unflatten(treedef, full)
+    return fn(*a, **k)
+
+  records: list[tuple[Any, str, tuple[int, ...], tuple[int, ...], Callable]] = []
+  depth = [0]
+
+  def interceptor(next_f, f_args, f_kwargs, context):
+    handler = _handler(context.module, context.method_name)
+    if handler is None or depth[0]:
+      return next_f(*f_args, **f_kwargs)
+    x = _first_array(f_args, f_kwargs)
+    depth[0] += 1
+    try:
+      out = next_f(*f_args, **f_kwargs)
+    finally:
+      depth[0] -= 1
+    y = out[0] if isinstance(out, (tuple, list)) else out
+    records.append((context.module, context.method_name, tuple(x.shape), tuple(y.shape), handler))
+    return out
+
+  def recorded_fn(*arrays):
+    with hk.intercept_methods(interceptor):
+      return call_fn(*arrays)
+
+  arrays = [leaf for leaf, d in zip(leaves, dynamic) if d]
+  rng = jax.random.PRNGKey(0)
+  init = hk.transform_with_state(call_fn).init
+  params, state = jax.eval_shape(init, rng, *arrays)
+  apply = hk.transform_with_state(recorded_fn).apply
+  jax.eval_shape(apply, params, state, rng, *arrays)
+
+  layers, calls = [], {}
+  for module, method, x, y, handler in records:
+    result = handler(module, method, x, y)
+    kind, alg, layer_params, macs, fast = result
+    name = module.module_name
+    call = calls.get(name, 0)
+    calls[name] = call + 1
+    layers.append(LayerCost(name=name, kind=kind, algebra=alg.name, input_shape=x,
+                            output_shape=y, params=layer_params if call == 0 else 0,
+                            macs=int(macs), fast_macs=int(fast), call=call))
+
+  other = {}
+  for module_name, module_params in params.items():
+    if module_name not in calls:
+      other[module_name] = sum(_size(p.shape) for p in jax.tree_util.tree_leaves(module_params))
+  total = sum(_size(p.shape) for p in jax.tree_util.tree_leaves(params))
+  state_size = sum(_size(s.shape) for s in jax.tree_util.tree_leaves(state))
+  return ModelCost(
+      layers=tuple(layers), total_params=total,
+      layer_params=sum(l.params for l in layers), other_params=other,
+      state_size=state_size, macs=sum(l.macs for l in layers),
+      fast_macs=sum(l.fast_macs for l in layers))
+
+
+# ------------------------------------------------------------------- tables
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  # Right-align the columns that hold only numbers (blank cells allowed).
+  numeric = [len(cells) > 1 and all(r[i].replace(",", "").isdigit() for r in cells[1:] if r[i])
+             for i in range(len(header))]
+
+  def line(r):
+    return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
+                             for c, w, num in zip(r, widths, numeric)) + " |"
+
+  rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                        for w, num in zip(widths, numeric)) + "|"
+  return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def _shape(s) -> str:
+  return "[" + ",".join(str(d) for d in s) + "]"
+
+
+def format_table(report: ModelCost) -> str:
+  """A markdown table: one row per layer call, then other params and totals."""
+  rows = []
+  for l in report.layers:
+    params = f"{l.params:,}" if l.call == 0 else f"(shared, call {l.call + 1})"
+    rows.append([l.name, l.kind, l.algebra, _shape(l.input_shape), _shape(l.output_shape),
+                 params, f"{l.macs:,}", f"{l.fast_macs:,}"])
+  for name, size in report.other_params.items():
+    rows.append([name, "other", "", "", "", f"{size:,}", "", ""])
+  rows.append(["total", "", "", "", "", f"{report.total_params:,}", f"{report.macs:,}",
+               f"{report.fast_macs:,}"])
+  table = _markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
+                     "fast MACs"], rows)
+  check = "ok" if report.params_consistent else "MISMATCH"
+  return (f"{table}\n\nparameter check (weight layers {report.layer_params:,} + other "
+          f"{sum(report.other_params.values()):,} == leaves {report.total_params:,}): {check}; "
+          f"state: {report.state_size:,} numbers.")
+
+
+# ---------------------------------------------------------------------- CLI
+def algebra_table(c_in: int, c_out: int, batch: int, spatial: int, kernel: int,
+                  with_bias: bool = True, real_width: bool = False,
+                  names: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+  """Cost of one dense and one conv layer for each algebra.
+
+  The dense layer is applied at `batch` positions, the conv layer ("SAME",
+  stride 1) at batch·spatial² output positions. With `real_width`, c_in and
+  c_out count real components and each algebra gets c // D elements (at least
+  one); otherwise they count algebra elements.
+  """
+  rows = []
+  for name in (names or algebras.names()):
+    alg = algebras.get(name)
+    ci, co = c_in, c_out
+    if real_width:
+      ci, co = max(1, c_in // alg.dim), max(1, c_out // alg.dim)
+    pos = batch * spatial * spatial
+    rows.append(dict(
+        algebra=alg.name, d=alg.dim, c_in=ci, c_out=co,
+        mults=alg.mults_per_product, fast_mults=alg.fast_mults_per_product,
+        dense_params=dense_params(ci, co, alg, with_bias),
+        dense_macs=dense_macs(batch, ci, co, alg),
+        dense_fast_macs=dense_macs(batch, ci, co, alg, fast=True),
+        conv_params=conv_params(kernel, ci, co, 1, alg, with_bias),
+        conv_macs=conv_macs(pos, kernel, ci, co, 1, alg),
+        conv_fast_macs=conv_macs(pos, kernel, ci, co, 1, alg, fast=True)))
+  return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(
+      prog="python -m algebranets.costs",
+      description="Real parameters and MACs of one dense and one conv layer per algebra.")
+  parser.add_argument("--c_in", type=int, default=64, help="input channels")
+  parser.add_argument("--c_out", type=int, default=64, help="output channels")
+  parser.add_argument("--batch", type=int, default=1, help="batch size (dense positions)")
+  parser.add_argument("--spatial", type=int, default=8, help="conv output height = width")
+  parser.add_argument("--kernel", type=int, default=3, help="conv kernel height = width")
+  parser.add_argument("--with_bias", action=argparse.BooleanOptionalAction, default=True)
+  parser.add_argument("--real_width", action="store_true",
+                      help="c_in/c_out count real components (each algebra gets c // D)")
+  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  flags = parser.parse_args(argv)
+  for name in ("c_in", "c_out", "batch", "spatial", "kernel"):
+    if vars(flags)[name] < 1:
+      parser.error(f"--{name} must be a positive integer, got {vars(flags)[name]}.")
+  rows = algebra_table(flags.c_in, flags.c_out, flags.batch, flags.spatial, flags.kernel,
+                       flags.with_bias, flags.real_width)
+  if flags.json:
+    print(json.dumps(rows, indent=1))
+    return
+  keys = list(rows[0])
+  print(_markdown(keys, [[f"{r[k]:,}" if isinstance(r[k], int) else r[k] for k in keys]
+                         for r in rows]))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

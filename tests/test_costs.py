@@ -1,0 +1,325 @@
+"""Tests for algebranets.costs: formulas against hand counts, model accounting
+against Haiku's own parameter trees, and MAC counts against XLA's cost analysis.
+"""
+
+import contextlib
+import io
+import json
+import math
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import pytest
+
+from algebranets import algebras
+from algebranets import costs
+from algebranets import nn as ann
+from algebranets import ops
+
+# Real multiplies per product, typed in from the table in PAPER.md (not read
+# from the Algebra objects, so a wrong structure tensor would show up here).
+NAIVE = {"r": 1, "c": 4, "h": 16, "m2r": 8, "m3r": 27, "m4r": 64, "m2c": 32,
+         "dual": 3, "cross3": 6}
+FAST = {"c": 3, "m2c": 24}  # Gauss's trick, and M2(C) = 8 Gauss products.
+DIM = {"r": 1, "c": 2, "h": 4, "m2r": 4, "m3r": 9, "m4r": 16, "m2c": 8, "dual": 2,
+       "cross3": 3}
+
+S = jax.ShapeDtypeStruct
+F32 = jnp.float32
+
+
+# ------------------------------------------------------------------ formulas
+def test_table_covers_every_registered_algebra():
+  assert set(algebras.names()) == set(NAIVE)
+
+
+@pytest.mark.parametrize("name", sorted(NAIVE))
+def test_dense_macs_per_algebra(name):
+  # 10 positions · 3 inputs · 5 outputs = 150 products.
+  assert costs.dense_macs(10, 3, 5, name) == 150 * NAIVE[name]
+  assert costs.dense_macs(10, 3, 5, name, fast=True) == 150 * FAST.get(name, NAIVE[name])
+  assert costs.dense_params(3, 5, name) == (15 + 5) * DIM[name]
+  assert costs.dense_params(3, 5, name, with_bias=False) == 15 * DIM[name]
+
+
+def test_dense_macs_hand_numbers():
+  assert costs.dense_macs(32, 64, 128, "r") == 262_144
+  assert costs.dense_macs(32, 64, 128, "c") == 1_048_576
+  assert costs.dense_macs(32, 64, 128, "h") == 4_194_304
+  assert costs.dense_macs(32, 64, 128, "m2r") == 2_097_152
+  assert costs.dense_macs(32, 64, 128, algebras.get("m2r")) == 2_097_152  # an Algebra too
+
+
+def test_conv_macs_hand_numbers():
+  # 3x3, stride 2, VALID on 2x9x9: 4x4 outputs -> 32 positions; 6 -> 8 channels.
+  assert costs.conv_macs(32, (3, 3), 6, 8, 1, "r") == 13_824       # 32·9·6·8
+  assert costs.conv_macs(32, 3, 6, 8, 1, "c") == 55_296            # ·4
+  # groups=2: each output sees 3 of the 6 inputs.
+  assert costs.conv_macs(32, (3, 3), 6, 8, 2, "r") == 6_912
+  assert costs.conv_macs(32, (3, 3), 6, 8, 2, "h") == 110_592      # ·16
+  # Depthwise 3x3 on an 8x8 SAME output, 8 channels: 64·9·1·8.
+  assert costs.conv_macs(64, 3, 8, 8, 8, "r") == 4_608
+  assert costs.conv_macs(64, 3, 8, 8, 8, "m2r") == 36_864          # ·8
+  assert costs.conv_macs(64, 3, 8, 8, 8, "m3r") == 124_416         # ·27
+  # Non-square kernel (1x7) and ResNet-50's stem (7x7/2, 3 -> 64, 112x112 out).
+  assert costs.conv_macs(10, (1, 7), 4, 4, 1, "dual") == 10 * 7 * 16 * 3
+  assert costs.conv_macs(112 * 112, 7, 3, 64, 1, "r") == 118_013_952
+  # Params: (taps·c_in/groups·c_out + c_out)·D.
+  assert costs.conv_params((3, 3), 6, 8, 2, "c") == (9 * 3 * 8 + 8) * 2
+  assert costs.conv_params(3, 8, 8, 8, "m2r", with_bias=False) == 9 * 8 * 4
+  assert costs.embed_params(100, 7, "h") == 2_800
+
+
+@pytest.mark.parametrize("name", sorted(NAIVE))
+def test_fast_variant(name):
+  naive = costs.conv_macs(20, (3, 3), 4, 6, 2, name)
+  fast = costs.conv_macs(20, (3, 3), 4, 6, 2, name, fast=True)
+  if name in ("c", "m2c"):
+    assert 4 * fast == 3 * naive  # Gauss saves a quarter of the multiplies.
+  else:
+    assert fast == naive
+
+
+@pytest.mark.parametrize("call", [
+    lambda: costs.dense_macs(0, 3, 5, "r"),
+    lambda: costs.dense_macs(1, 3, 5, "quaternion"),
+    lambda: costs.conv_macs(4, 3, 6, 8, 4, "r"),    # 4 does not divide 6
+    lambda: costs.conv_macs(4, (3, 0), 6, 8, 1, "r"),
+    lambda: costs.conv_params(3, 6, 8, 1.5, "r"),
+])
+def test_bad_arguments_raise(call):
+  with pytest.raises(ValueError):
+    call()
+
+
+# ------------------------------------------------------------- model_costs
+def _init_size(fn, *args):
+  # Haiku's own parameter tree, built under eval_shape (shapes only) for speed.
+  params = jax.eval_shape(hk.transform(fn).init, jax.random.PRNGKey(0), *args)
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+@pytest.mark.parametrize("name", sorted(NAIVE))
+def test_model_costs_two_layer_model(name):
+  d, m = DIM[name], NAIVE[name]
+
+  def fn(x):
+    y = ann.Conv2D(4, 3, stride=2, padding="VALID", algebra=name, name="conv")(x)
+    return ann.Linear(5, algebra=name, with_bias=False, name="dense")(y)
+
+  x = jnp.zeros((2, 9, 9, 3, d))
+  report = costs.model_costs(fn, x)
+  conv, dense = report.layers
+  assert (conv.name, conv.kind, conv.algebra) == ("conv", "conv", name)
+  assert (conv.input_shape, conv.output_shape) == ((2, 9, 9, 3, d), (2, 4, 4, 4, d))
+  assert conv.params == (9 * 3 * 4 + 4) * d          # w [3,3,3,4,D] + b [4,D]
+  assert conv.macs == 2 * 4 * 4 * 9 * 3 * 4 * m        # 32 positions · 108 products
+  assert (dense.name, dense.kind, dense.output_shape) == ("dense", "dense", (2, 4, 4, 5, d))
+  assert dense.params == 4 * 5 * d
+  assert dense.macs == 32 * 4 * 5 * m
+  assert report.macs == (3456 + 640) * m
+  assert report.fast_macs == (3456 + 640) * FAST.get(name, m)
+  assert report.total_params == (112 + 20) * d == _init_size(fn, x)
+  assert report.other_params == {} and report.params_consistent
+
+
+def test_model_costs_lift_norm_project_and_embed():
+  alg = "h"
+
+  def fn(ids, feats):
+    x = ann.Embed(11, 3, algebra=alg, name="embed")(ids)            # [2, 5, 3, 4]
+    x = x + ann.Lift(3, algebra=alg, name="lift")(feats)            # hk.Linear 6 -> 12
+    x = ann.LayerNorm(algebra=alg, name="norm")(x)
+    x = ann.Linear(2, algebra=alg, name="dense")(x)                 # [2, 5, 2, 4]
+    return ann.Project(7, algebra=alg, name="project")(x)           # hk.Linear 8 -> 7
+
+  ids, feats = jnp.zeros((2, 5), jnp.int32), jnp.zeros((2, 5, 6))
+  report = costs.model_costs(fn, ids, feats)
+  by_name = {l.name: l for l in report.layers}
+  assert list(by_name) == ["embed", "lift/linear", "dense", "project/linear"]
+  assert by_name["embed"].params == 11 * 3 * 4 and by_name["embed"].macs == 0
+  assert by_name["lift/linear"].algebra == "r"
+  assert by_name["lift/linear"].params == 6 * 12 + 12
+  assert by_name["lift/linear"].macs == 10 * 6 * 12
+  assert by_name["dense"].params == (3 * 2 + 2) * 4
+  assert by_name["dense"].macs == 10 * 3 * 2 * 16
+  assert by_name["project/linear"].params == 8 * 7 + 7
+  assert by_name["project/linear"].macs == 10 * 8 * 7
+  assert report.macs == 720 + 960 + 560
+  # The norm is not a weight layer: its params are "other" and in the total.
+  assert set(report.other_params) == {"norm"} and report.other_params["norm"] > 0
+  assert report.params_consistent
+  assert report.total_params == _init_size(fn, ids, feats)
+
+
+def test_model_costs_shared_layer_static_kwargs_and_state():
+
+  def fn(x, is_training):
+    layer = hk.Linear(6, name="shared")
+    y = layer(layer(x))                                              # applied twice
+    y = hk.BatchNorm(True, True, 0.9, name="bn")(y, is_training)
+    return hk.Conv1D(2, 3, padding="VALID", with_bias=False, name="c1")(y)
+
+  x = S((4, 7, 6), F32)                                              # abstract input
+  report = costs.model_costs(fn, x, is_training=True)
+  first, second, conv = report.layers
+  assert (first.name, first.call, second.name, second.call) == ("shared", 0, "shared", 1)
+  assert first.params == 6 * 6 + 6 and second.params == 0            # params once
+  assert first.macs == second.macs == 28 * 36                        # MACs per call
+  assert conv.params == 3 * 6 * 2 and conv.macs == 4 * 5 * 3 * 6 * 2
+  assert report.macs == 2 * 28 * 36 + 4 * 5 * 36
+  assert report.other_params == {"bn": 12}
+  assert report.state_size > 0
+  assert report.params_consistent
+  init = hk.transform_with_state(lambda x: fn(x, True)).init
+  params, _ = jax.eval_shape(init, jax.random.PRNGKey(0), x)
+  assert report.total_params == sum(p.size for p in jax.tree_util.tree_leaves(params))
+
+
+def test_model_costs_haiku_embed_and_depthwise():
+
+  def fn(ids):
+    x = hk.Embed(13, 4, name="tok")(ids)                             # [2, 6, 4]
+    x = hk.DepthwiseConv1D(2, 3, padding="VALID", name="dw")(x)      # [2, 4, 8]
+    return hk.Linear(4, with_bias=False, name="down")(x)             # [2, 4, 4]
+
+  ids = S((2, 6), jnp.int32)
+  report = costs.model_costs(fn, ids)
+  assert [(l.name, l.kind) for l in report.layers] == [
+      ("tok", "embed"), ("dw", "conv"), ("down", "dense")]
+  tok, dw, down = report.layers
+  assert (tok.params, tok.macs) == (13 * 4, 0)
+  assert dw.params == 3 * 1 * 8 + 8 and dw.macs == 8 * 3 * 1 * 8   # 8 outputs, 1 input each
+  assert down.macs == 8 * 8 * 4
+  assert report.macs == 192 + 256
+  assert report.params_consistent and report.total_params == _init_size(fn, ids)
+
+
+def test_model_costs_nested_layer_counted_once():
+
+  class MyLinear(hk.Linear):  # a recorded layer calling another recorded method
+
+    def __call__(self, x):
+      return super().__call__(x) * 2.0
+
+  report = costs.model_costs(lambda x: MyLinear(3)(x), S((5, 4), F32))
+  assert len(report.layers) == 1 and report.macs == 5 * 4 * 3
+
+
+def test_model_costs_resnet50_matches_published_size():
+  # PAPER.md: ResNet-50 v1.5 has 25,557,032 parameters and ~4.1 G MACs at 224.
+  # Abstract evaluation makes this cheap (about a second).
+  def fn(x):
+    return hk.nets.ResNet50(1000)(x, is_training=True)
+
+  report = costs.model_costs(fn, S((1, 224, 224, 3), F32))
+  assert report.total_params == 25_557_032
+  assert report.params_consistent
+  assert 4.0e9 < report.macs < 4.2e9
+  assert len([l for l in report.layers if l.kind == "conv"]) == 53
+
+
+def test_format_table_and_cli():
+  report = costs.model_costs(lambda x: hk.Linear(3, name="fc")(x), S((2, 4), F32))
+  table = costs.format_table(report)
+  cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+  assert ["fc", "dense", "r", "[2,4]", "[2,3]", "15", "24", "24"] in cells   # 4·3+3, 2·4·3
+  assert ["total", "", "", "", "", "15", "24", "24"] in cells
+  assert table.rstrip().endswith("state: 0 numbers.") and ": ok;" in table
+
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    costs.main(["--c_in=8", "--c_out=8", "--batch=2", "--spatial=3", "--json"])
+  rows = {r["algebra"]: r for r in json.loads(out.getvalue())}
+  assert set(rows) == set(NAIVE)
+  assert rows["m2r"]["dense_macs"] == 2 * 8 * 8 * 8
+  assert rows["c"]["conv_fast_macs"] == 2 * 9 * 9 * 8 * 8 * 3
+  assert rows["h"]["dense_params"] == (64 + 8) * 4
+
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    costs.main(["--c_in=16", "--c_out=16", "--real_width", "--no-with_bias", "--json"])
+  rows = {r["algebra"]: r for r in json.loads(out.getvalue())}
+  # 16 real components = 4 elements of M2(R): 1/n² of the params, 1/n of the MACs
+  # of the real layer of the same width (PAPER.md), n = 2.
+  assert (rows["m2r"]["c_in"], rows["m2r"]["dense_params"]) == (4, 64)
+  assert (rows["r"]["dense_params"], rows["r"]["dense_macs"]) == (256, 256)
+  assert rows["m2r"]["dense_macs"] == 128
+  assert rows["m3r"]["c_in"] == 1                                    # 16 // 9
+
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    costs.main(["--c_in=8", "--c_out=8"])
+  lines = out.getvalue().strip().splitlines()
+  assert len(lines) == 2 + len(NAIVE) and lines[0].startswith("| algebra")
+
+
+# ------------------------------------------------------ XLA cross-check
+def _xla_flops(f, *args):
+  cost = jax.jit(f).lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0]
+  return cost["flops"]
+
+
+def test_xla_real_dense_and_conv_flops_are_two_per_mac():
+  # No bias: XLA counts a bias add as one flop per output element.
+  flops = _xla_flops(lambda x, w: x @ w, S((8, 16), F32), S((16, 32), F32))
+  assert flops == 2 * costs.dense_macs(8, 16, 32, "r")
+
+  def conv(stride, padding, groups):
+    return lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups)
+
+  x, w = S((2, 9, 9, 6), F32), S((3, 3, 3, 8), F32)
+  assert _xla_flops(conv(2, "VALID", 2), x, w) == 2 * costs.conv_macs(32, 3, 6, 8, 2, "r")
+  # SAME: XLA skips taps on the zero padding, we count them (module docstring).
+  # Per axis of 9 the valid taps are 7·3 + 2·2 = 25, so 2·25²·3·8 MACs.
+  assert _xla_flops(conv(1, "SAME", 2), x, w) == 2 * (2 * 25 * 25 * 3 * 8)
+  assert costs.conv_macs(2 * 81, 3, 6, 8, 2, "r") == 2 * 81 * 9 * 3 * 8
+
+
+def _per_position_flops(path, alg, cin=6, cout=5):
+  # The weight-side work of a path (e.g. building the expanded D×D blocks)
+  # does not grow with the batch; the difference between batch 7 and 3
+  # isolates what is done per position.
+  d = alg.dim
+  f = lambda x, w: ops.dense(x, w, alg, path=path)
+  small, big = (_xla_flops(f, S((b, cin, d), F32), S((cin, cout, d), F32)) for b in (3, 7))
+  return (big - small) / 4
+
+
+@pytest.mark.parametrize("name", ["c", "h", "m2r"])
+def test_xla_expanded_path_does_d_squared_macs(name):
+  d = DIM[name]
+  assert _per_position_flops("expanded", algebras.get(name)) == 2 * 6 * 5 * d * d
+
+
+@pytest.mark.parametrize("name,path", [("m2r", "folded"), ("m3r", "folded"),
+                                       ("m2c", "folded"), ("dual", "sparse"),
+                                       ("cross3", "sparse")])
+def test_xla_folded_and_sparse_paths_do_the_naive_count(name, path):
+  alg = algebras.get(name)
+  assert _per_position_flops(path, alg) == 2 * costs.dense_macs(1, 6, 5, alg)
+
+
+def test_xla_folded_m2r_dense_and_conv_exact():
+  alg = algebras.get("m2r")
+  # Folding only reshapes and transposes, so the whole program is the naive count.
+  f = lambda x, w: ops.dense(x, w, alg, path="folded")
+  assert _xla_flops(f, S((3, 6, 4), F32), S((6, 5, 4), F32)) == 2 * costs.dense_macs(3, 6, 5, alg)
+  g = lambda x, w: ops.conv2d(x, w, alg, stride=2, padding="VALID", feature_group_count=2,
+                              path="folded")
+  x, w = S((2, 9, 8, 6, 4), F32), S((3, 2, 3, 4, 4), F32)
+  assert jax.eval_shape(g, x, w).shape == (2, 4, 4, 4, 4)
+  assert _xla_flops(g, x, w) == 2 * costs.conv_macs(2 * 4 * 4, (3, 2), 6, 4, 2, alg)
+
+
+def test_xla_gauss_path_does_the_fast_count():
+  # Per position Gauss does 3·c_in·c_out MACs plus 2 adds per input element
+  # (x_i - x_r, x_r + x_i) and 2 per output element (k1 - k3, k1 + k2).
+  per_position = _per_position_flops("gauss", algebras.COMPLEX)
+  assert per_position == 2 * costs.dense_macs(1, 6, 5, "c", fast=True) + 2 * 6 + 2 * 5
+  assert math.isclose(2 * costs.dense_macs(1, 6, 5, "c"), 4 / 3 * (per_position - 22))
