@@ -8,21 +8,34 @@ hits them alike) and the median is kept:
          Cout·m/D (m = real multiplies per product), same batch
   exp    the same algebra layer on the `expanded` path: each weight element as
          its D×D real matrix, the form PHM / hypercomplex libraries use
+  kept   M_n(B) only: the layer on activations already in the folded layout
+         (`ops.fold`), i.e. what a network that keeps that layout between
+         layers pays per layer (no activation transposes)
+  gauss  C only: the 3-multiply path
 
-Printed ratios:
+Printed ratios (timings are the minimum over repeats: the least disturbed run
+on a shared machine):
   flops/real  (alg MACs / alg time) / (real MACs / real time); bar >= 0.9
   x vs exp    exp time / alg time; bars for M_n(R): 1.5 (n=2), 2 (n=3), 3 (n=4)
+  kept/alg    alg time / kept time: > 1 means keeping the folded layout pays
 
 Usage:
   python scripts/benchmark_ops.py [--kind dense,conv] [--algebras r,c,...]
       [--width 512] [--batch 256] [--repeats 15] [--markdown]
+      [--write BENCHMARKS.md --section ops-512]
+
+--write replaces the block between `<!-- SECTION:begin -->` and
+`<!-- SECTION:end -->` in that file (appending it if missing) with the
+markdown table, the command line, the date and the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import platform
-import statistics
+import re
 import sys
 import time
 
@@ -50,12 +63,12 @@ def _fwd_bwd(layer):
   return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
-def _median_times(runners, repeats):
+def _best_times(runners, repeats):
   times = {k: [] for k in runners}
   for _ in range(repeats):
     for k, run in runners.items():
       times[k].append(run())
-  return {k: statistics.median(v) for k, v in times.items()}
+  return {k: min(v) for k, v in times.items()}
 
 
 def _widths(alg, width):
@@ -88,6 +101,14 @@ def bench_case(kind, alg, args, rng):
   fns = {"alg": layer(default, alg), "real": layer("expanded", algebras.REAL),
          "exp": layer("expanded", alg)}
   inputs = {"alg": (x, w), "real": (rx, rw), "exp": (x, w)}
+  if alg.matrix_base is not None:
+    base = alg.matrix_base[1]
+    base_layer = layer(None, base)
+    fns["kept"] = lambda xf, w: base_layer(xf, ops.fold_weight(w, alg))
+    inputs["kept"] = (ops.fold(x, alg), w)
+  if alg.name == "c":
+    fns["gauss"] = layer("gauss", alg)
+    inputs["gauss"] = (x, w)
   result = {"algebra": alg.name, "kind": kind, "path": default, "c": c, "macs": macs}
   for mode in ("fwd", "fwd+bwd"):
     runners = {}
@@ -98,14 +119,61 @@ def bench_case(kind, alg, args, rng):
       else:
         ct = jnp.ones(jax.eval_shape(fn, xi, wi).shape, jnp.float32)
         runners[k] = _timer(_fwd_bwd(fn), xi, wi, ct)
-    t = _median_times(runners, args.repeats)
+    t = _best_times(runners, args.repeats)
     result[mode] = {
         "flops_vs_real": (macs / t["alg"]) / (real_macs / t["real"]),
         "speedup_vs_expanded": t["exp"] / t["alg"],
         "gmacs_per_s": macs / t["alg"] / 1e9,
         "ms": t["alg"] * 1e3,
+        "kept_speedup": t["alg"] / t["kept"] if "kept" in t else None,
+        "kept_flops_vs_real": (macs / t["kept"]) / (real_macs / t["real"]) if "kept" in t else None,
+        "gauss_speedup": t["alg"] / t["gauss"] if "gauss" in t else None,
     }
   return result
+
+
+def _machine():
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {jax.devices()[0].platform}, "
+          f"{jax.device_count()} device(s); python {sys.version.split()[0]}")
+
+
+def markdown_table(rows, argv):
+  cmd = "python scripts/benchmark_ops.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  opt = lambda v: "" if v is None else f"{v:.2f}"
+  lines = [
+      f"Command: `{cmd.strip()}`  ",
+      f"Date: {datetime.date.today().isoformat()}  ",
+      f"Machine: {_machine()}",
+      "",
+      "| op | algebra | path | C | fwd FLOP/s vs real | fwd+bwd FLOP/s vs real "
+      "| fwd speed vs expanded | fwd+bwd speed vs expanded | fwd+bwd GMAC/s "
+      "| fwd+bwd kept-folded speed-up | fwd+bwd kept-folded FLOP/s vs real | fwd+bwd gauss speed-up |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    f, b = r["fwd"], r["fwd+bwd"]
+    lines.append(
+        f"| {r['kind']} | {r['algebra']} | {r['path']} | {r['c']} | {f['flops_vs_real']:.2f} "
+        f"| {b['flops_vs_real']:.2f} | {f['speedup_vs_expanded']:.2f} "
+        f"| {b['speedup_vs_expanded']:.2f} | {b['gmacs_per_s']:.1f} "
+        f"| {opt(b['kept_speedup'])} | {opt(b['kept_flops_vs_real'])} | {opt(b['gauss_speedup'])} |")
+  return "\n".join(lines)
+
+
+def write_section(path, section, text):
+  begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+  block = f"{begin}\n{text}\n{end}"
+  old = open(path).read() if os.path.exists(path) else ""
+  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+  new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
+  with open(path, "w") as f:
+    f.write(new)
 
 
 def main(argv=None):
@@ -119,6 +187,8 @@ def main(argv=None):
   p.add_argument("--image", type=int, default=16)
   p.add_argument("--repeats", type=int, default=15)
   p.add_argument("--markdown", action="store_true")
+  p.add_argument("--write", default=None, help="markdown file to write the table into")
+  p.add_argument("--section", default="ops", help="name of the marked block in --write")
   args = p.parse_args(argv)
   rng = np.random.default_rng(0)
   rows = []
@@ -133,20 +203,15 @@ def main(argv=None):
       print(f"{kind:5s} {alg.name:6s} path={r['path']:8s} C={r['c']:4d} | " + " | ".join(
           f"{mode}: {r[mode]['flops_vs_real']:.2f}x real FLOP/s, "
           f"{r[mode]['speedup_vs_expanded']:.2f}x vs expanded, {r[mode]['gmacs_per_s']:.1f} GMAC/s"
+          + (f", kept layout {r[mode]['kept_speedup']:.2f}x" if r[mode]["kept_speedup"] else "")
+          + (f", gauss {r[mode]['gauss_speedup']:.2f}x" if r[mode]["gauss_speedup"] else "")
           for mode in ("fwd", "fwd+bwd")), flush=True)
+  table = markdown_table(rows, argv)
   if args.markdown:
     print()
-    print(f"Machine: {platform.machine()}, {jax.devices()[0].device_kind}, "
-          f"jax {jax.__version__}, {jax.device_count()} device(s); python {sys.version.split()[0]}")
-    print()
-    print("| op | algebra | path | C | fwd FLOP/s vs real | fwd+bwd FLOP/s vs real "
-          "| fwd speed vs expanded | fwd+bwd speed vs expanded | fwd+bwd GMAC/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-      f, b = r["fwd"], r["fwd+bwd"]
-      print(f"| {r['kind']} | {r['algebra']} | {r['path']} | {r['c']} | {f['flops_vs_real']:.2f} "
-            f"| {b['flops_vs_real']:.2f} | {f['speedup_vs_expanded']:.2f} "
-            f"| {b['speedup_vs_expanded']:.2f} | {b['gmacs_per_s']:.1f} |")
+    print(table)
+  if args.write:
+    write_section(args.write, args.section, table)
   return rows
 
 

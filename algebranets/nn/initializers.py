@@ -1,0 +1,198 @@
+"""Weight initialisers that count the real products of an algebra layer.
+
+Shapes (D = algebra.dim, always the last axis):
+  dense weight  w [Cin, Cout, D]
+  conv weight   w [KH, KW, Cin/G, Cout, D]
+In general `[*kernel, Cin, Cout, D]`: every axis before Cin is a kernel axis.
+
+The variance-scaling rule, derived for an algebra
+-------------------------------------------------
+An algebra layer computes output component k of element o as
+
+    y_ok = Σ_i Σ_ab T[a, b, k] w_ioa x_ib,
+
+a sum over the `n = prod(kernel)·Cin` input elements i (all kernel taps
+included) of the real products w_ioa x_ib that T routes to component k. With
+all w components i.i.d. with mean 0 and variance σ_w², and all x components
+i.i.d. with mean 0 and variance σ_x² (independent of w), the cross terms
+vanish and
+
+    Var(y_ok) = n · Σ_ab T[a, b, k]² · σ_w² σ_x².
+
+The count Σ_ab T[a, b, k]² depends on k for some algebras (dual numbers: 1
+for the real part, 2 for ε), so the rule uses its average over k,
+
+    g = Σ_abk T[a, b, k]² / D          (`product_gain(algebra)`),
+
+and defines the effective fans
+
+    fan_in  = prod(kernel) · Cin  · g,
+    fan_out = prod(kernel) · Cout · g.
+
+fan_out follows from the same argument on the backward pass: the gradient
+w.r.t. x_ib collects Σ_ak T[a, b, k]² products per output element, whose
+average over b is the same g. Then, exactly as in Haiku/Keras, σ_w² = scale /
+fan (fan_in, fan_out or their mean), so `scale=1, mode="fan_in"` keeps the
+component variance averaged over k equal to the input's (LeCun), and
+`scale=2` compensates a following ReLU (He).
+
+g for the registered algebras: r 1, c 2, h 4, m2r 2, m3r 3, m4r 4, m2c 4,
+dual 1.5, cross3 2 -- the "multiplies per parameter" of the paper's table (for
+M_n(R), an output entry sums n·Cin real products: n per input element).
+
+The default initialiser of `Linear` and `Conv2D` is `lecun_normal(algebra)`
+= `VarianceScaling(1.0, "fan_in", "truncated_normal", algebra)`: Haiku's
+default in spirit (truncated normal, variance ∝ 1/fan_in), but with the
+algebra's fan_in and with the truncation corrected so that the variance really
+is 1/fan_in (Haiku's `TruncatedNormal(1/sqrt(fan_in))` default is ~0.77×).
+
+`distribution="polar"` (c and h only) is the initialisation of Trabelsi et
+al. 2018 (complex: Rayleigh modulus, uniform phase) and Gaudet & Maida 2018
+(quaternion: chi(4) modulus, uniform phase θ, uniform unit imaginary axis u,
+w = |w|(cos θ + u sin θ)), scaled so that the component variance averaged over
+the D components is the same scale/fan as for the other distributions (hence
+E|w|² = D·scale/fan: for c with "fan_in" and scale 2 this is Trabelsi's He
+criterion Var(W) = 2/fan_in(complex)). For c it is the same distribution as
+"normal" (a Rayleigh modulus with uniform phase is a 2D Gaussian); for h the
+real part gets variance 2σ² and each imaginary part 2σ²/3.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import haiku as hk
+
+from algebranets import algebras as algebras_lib
+
+__all__ = [
+    "VarianceScaling", "product_gain", "effective_fans", "MODES", "DISTRIBUTIONS",
+    "lecun_normal", "lecun_uniform", "he_normal", "he_uniform", "glorot_normal",
+    "glorot_uniform", "polar",
+]
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("truncated_normal", "normal", "uniform", "polar")
+# Standard deviation of a unit normal truncated to [-2, 2]
+# (scipy.stats.truncnorm.std(a=-2, b=2)); the same constant Haiku uses.
+_TRUNCATED_STD = 0.87962566103423978
+
+
+def product_gain(algebra) -> float:
+  """g = Σ_abk T[a, b, k]² / D: real products per weight component (see module doc)."""
+  alg = algebras_lib.get(algebra)
+  return float(np.sum(np.square(alg.structure)) / alg.dim)
+
+
+def effective_fans(shape: Sequence[int], algebra) -> tuple[float, float]:
+  """(fan_in, fan_out) of an algebra weight `[*kernel, Cin, Cout, D]`."""
+  alg = algebras_lib.get(algebra)
+  shape = tuple(int(s) for s in shape)
+  if len(shape) < 3 or shape[-1] != alg.dim:
+    raise ValueError(
+        f"an algebra weight for {alg.name!r} must have shape [*kernel, Cin, Cout, {alg.dim}] "
+        f"(components last); got shape {shape}.")
+  receptive = int(np.prod(shape[:-3], dtype=np.int64))
+  g = product_gain(alg)
+  return receptive * shape[-3] * g, receptive * shape[-2] * g
+
+
+class VarianceScaling(hk.initializers.Initializer):
+  """Variance scaling for algebra weights: σ_w² = scale / effective fan.
+
+  See the module docstring for the formula and its derivation. Usable wherever
+  Haiku takes an initialiser (`init(shape, dtype)` inside `hk.transform`).
+  """
+
+  def __init__(self, scale: float = 1.0, mode: str = "fan_in",
+               distribution: str = "truncated_normal", *, algebra):
+    """Constructs the initialiser.
+
+    Args:
+      scale: multiplies the variance (1: LeCun/Glorot, 2: He).
+      mode: one of MODES: which effective fan divides the variance.
+      distribution: one of DISTRIBUTIONS ("polar" only for algebras c and h).
+      algebra: an Algebra or a registered name.
+    """
+    self.algebra = algebras_lib.get(algebra)
+    if not np.isfinite(scale) or scale <= 0:
+      raise ValueError(f"scale must be a positive number, got {scale!r}.")
+    if mode not in MODES:
+      raise ValueError(f"Unknown mode {mode!r}; valid modes: {', '.join(MODES)}.")
+    if distribution not in DISTRIBUTIONS:
+      raise ValueError(f"Unknown distribution {distribution!r}; valid distributions: "
+                       f"{', '.join(DISTRIBUTIONS)}.")
+    if distribution == "polar" and self.algebra not in (algebras_lib.COMPLEX,
+                                                        algebras_lib.QUATERNION):
+      raise ValueError(f"distribution 'polar' is defined for algebras 'c' and 'h' only, "
+                       f"not {self.algebra.name!r}.")
+    self.scale = float(scale)
+    self.mode = mode
+    self.distribution = distribution
+
+  def variance(self, shape: Sequence[int]) -> float:
+    """The per-component weight variance σ_w² this initialiser targets."""
+    fan_in, fan_out = effective_fans(shape, self.algebra)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+    return self.scale / max(1.0, fan)
+
+  def __call__(self, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    shape = tuple(int(s) for s in shape)
+    std = float(np.sqrt(self.variance(shape)))
+    key = hk.next_rng_key()
+    if self.distribution == "truncated_normal":
+      unit = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+      return (unit * (std / _TRUNCATED_STD)).astype(dtype)
+    if self.distribution == "normal":
+      return (jax.random.normal(key, shape, jnp.float32) * std).astype(dtype)
+    if self.distribution == "uniform":
+      limit = np.sqrt(3.0) * std
+      return jax.random.uniform(key, shape, jnp.float32, -limit, limit).astype(dtype)
+    return _polar(key, shape, std, self.algebra.dim).astype(dtype)
+
+
+def _polar(key, shape, std, d):
+  """Polar sample with mean squared modulus d·std² (see module doc)."""
+  k_mod, k_phase, k_axis = jax.random.split(key, 3)
+  lead = shape[:-1]
+  # chi(d) modulus with scale std: |w|² = std² · χ²_d, so E|w|² = d·std².
+  modulus = std * jnp.sqrt(jnp.sum(jnp.square(jax.random.normal(k_mod, lead + (d,))), -1))
+  theta = jax.random.uniform(k_phase, lead, minval=-np.pi, maxval=np.pi)
+  if d == 2:
+    return jnp.stack([modulus * jnp.cos(theta), modulus * jnp.sin(theta)], axis=-1)
+  axis = jax.random.normal(k_axis, lead + (3,))  # uniform on S²
+  axis = axis / jnp.linalg.norm(axis, axis=-1, keepdims=True)
+  return jnp.concatenate([(modulus * jnp.cos(theta))[..., None],
+                          (modulus * jnp.sin(theta))[..., None] * axis], axis=-1)
+
+
+def lecun_normal(algebra) -> VarianceScaling:
+  return VarianceScaling(1.0, "fan_in", "truncated_normal", algebra=algebra)
+
+
+def lecun_uniform(algebra) -> VarianceScaling:
+  return VarianceScaling(1.0, "fan_in", "uniform", algebra=algebra)
+
+
+def he_normal(algebra) -> VarianceScaling:
+  return VarianceScaling(2.0, "fan_in", "truncated_normal", algebra=algebra)
+
+
+def he_uniform(algebra) -> VarianceScaling:
+  return VarianceScaling(2.0, "fan_in", "uniform", algebra=algebra)
+
+
+def glorot_normal(algebra) -> VarianceScaling:
+  return VarianceScaling(1.0, "fan_avg", "truncated_normal", algebra=algebra)
+
+
+def glorot_uniform(algebra) -> VarianceScaling:
+  return VarianceScaling(1.0, "fan_avg", "uniform", algebra=algebra)
+
+
+def polar(algebra, scale: float = 2.0, mode: str = "fan_in") -> VarianceScaling:
+  """Trabelsi (c) / Gaudet-Maida (h) polar init; He criterion by default."""
+  return VarianceScaling(scale, mode, "polar", algebra=algebra)
