@@ -48,6 +48,7 @@ from algebranets.algebras import Algebra
 __all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight"]
 
 PATHS = ("reference", "expanded", "folded", "sparse", "gauss")
+CONV_IMPLS = ("auto", "xla", "im2col")
 IntPair = Union[int, Sequence[int]]
 Padding = Union[str, Sequence[tuple[int, int]]]
 
@@ -59,23 +60,29 @@ def default_path(algebra, kind: str = "dense") -> str:
   """The fastest correct path for `algebra` ("dense" or "conv").
 
   Chosen from the cost model and confirmed by `scripts/benchmark_ops.py`
-  (BENCHMARKS.md, 2 CPU cores):
+  (BENCHMARKS.md, 2 CPU cores; forward+backward, which is what training runs):
   * D = 1 (R): `expanded` is literally the real layer.
-  * M_n(B): `folded` does 1/n of the expanded MACs; measured 1.8× (M2),
-    2.6× (M3), 3.4× (M4) faster than `expanded` for dense forward+backward.
+  * M_n(B): `folded` does 1/n of the expanded MACs; dense measured 2.0× (M2),
+    2.3× (M3), 3.6× (M4) faster than `expanded`, conv 1.6-2.3×.
   * sparse T (naive multiplies < 0.8·D², i.e. dual and cross3): `sparse`,
     which does the naive count; `expanded` would do 4/3× (dual), 3/2× (cross3).
-  * otherwise (C, H and dense user algebras): `expanded`, one real op with no
-    wasted work. `gauss` saves 1/4 of the MACs for C but adds elementwise
-    passes over activations and weights, and on CPU did not beat `expanded`
-    at the widths measured, so it is opt-in.
+    Measured 1.2-1.3× faster than `expanded` for dense and for convs of 128+
+    real channels (at 64 channels `expanded` wins the dual conv).
+  * C: `gauss` for dense (3 real matmuls instead of the 4-MAC expanded one:
+    1.1-1.5× faster), `expanded` for conv (with the im2col conv the three
+    patch copies of `gauss` cost more than its saved quarter of the MACs).
+  * otherwise (H and dense user algebras): `expanded`, one real op with no
+    wasted work.
   """
-  del kind  # the same choice is best for dense and conv in our measurements.
+  if kind not in ("dense", "conv"):
+    raise ValueError(f"kind must be 'dense' or 'conv', got {kind!r}.")
   alg = algebras_lib.get(algebra)
   if alg.dim == 1:
     return "expanded"
   if alg.matrix_base is not None:
     return "folded"
+  if alg == algebras_lib.COMPLEX:
+    return "gauss" if kind == "dense" else "expanded"
   if alg.mults_per_product < 0.8 * alg.dim ** 2:
     return "sparse"
   return "expanded"
@@ -139,12 +146,32 @@ def _dense_reference(x, w, alg, precision):
   return jnp.einsum("...oab,abk->...ok", z, _structure(alg, z.dtype), precision=_HIGHEST)
 
 
+def _signed_sum(w, terms):
+  """Σ coef · w[..., a] over (a, coef) in terms, skipping multiplications by 1."""
+  out = None
+  for a, coef in terms:
+    part = w[..., a] if coef == 1 else (-w[..., a] if coef == -1 else w[..., a] * coef)
+    out = part if out is None else out + part
+  return out
+
+
 def _expand_weight(w, alg):
-  """[..., Cin, Cout, D] -> [..., Cin·D, Cout·D], real block (i, o) = L(w_io)."""
+  """[..., Cin, Cout, D] -> [..., Cin·D, Cout·D], real block (i, o) = L(w_io).
+
+  Built from signed slices of w with stack/concatenate rather than a dot with
+  T: XLA fuses these into one pass that writes the expanded weight in place,
+  while a dot with a contraction of size D (2 for C) runs far below matmul
+  speed and dominated the C layer's time.
+  """
   *lead, cin, cout, d = w.shape
   if d == 1:
     return w.reshape(*lead, cin, cout)
-  wr = jnp.einsum("...ioa,abk->...ibok", w, _structure(alg, w.dtype))  # [..., Cin, D, Cout, D]
+  t = alg.structure
+  zero = jnp.zeros(w.shape[:-1], w.dtype)
+  blocks = [[_signed_sum(w, [(a, t[a, b, k]) for a in np.flatnonzero(t[:, b, k])])
+             for k in range(d)] for b in range(d)]
+  blocks = [[zero if blk is None else blk for blk in row] for row in blocks]
+  wr = jnp.stack([jnp.stack(row, axis=-1) for row in blocks], axis=-3)  # [..., Cin, D, Cout, D]
   return wr.reshape(*lead, cin * d, cout * d)
 
 
@@ -155,17 +182,10 @@ def _dense_expanded(x, w, alg, precision):
 
 
 def _dense_folded(x, w, alg, precision):
-  n, base = alg.matrix_base
-  *lead, cin, _ = x.shape
-  db = base.dim
-  xf = x.reshape(*lead, cin, n, n, db)                    # [..., Cin, R, Col, Db]
-  xf = jnp.moveaxis(xf, -2, -4)                           # [..., Col, Cin, R, Db]
-  xf = xf.reshape(*lead, n, cin * n, db)                  # [..., Col, Cin·R, Db]
-  yf = dense(xf, fold_weight(w, alg), base, precision=precision)  # [..., Col, Cout·A, Db]
-  cout = w.shape[1]
-  yf = yf.reshape(*lead, n, cout, n, db)                  # [..., Col, Cout, A, Db]
-  y = jnp.moveaxis(yf, -4, -2)                            # [..., Cout, A, Col, Db]
-  return y.reshape(*lead, cout, alg.dim)
+  *lead, cin, d = x.shape
+  xf = fold(x.reshape(-1, cin, d), alg)                                   # [L·n, Cin·n, Db]
+  yf = dense(xf, fold_weight(w, alg), alg.matrix_base[1], precision=precision)  # [L·n, Cout·n, Db]
+  return unfold(yf, alg).reshape(*lead, w.shape[1], d)
 
 
 def _sparse_groups(alg: Algebra):
@@ -187,28 +207,21 @@ def _sparse_groups(alg: Algebra):
   return groups
 
 
-def _gather_components(x, idx):
-  """Concatenates components idx[p] of x [..., C, D] along channels: [..., P·C].
-
-  Static slices, not a gather: XLA turns these into cheap copies.
-  """
-  return jnp.concatenate([x[..., j] for j in idx], axis=-1)
-
-
 def _gather_weights(w, idx, coef):
   """[..., Cin, Cout, D] -> [..., P·Cin, Cout], block p = coef[p] · w[..., idx[p]]."""
-  return jnp.concatenate([w[..., a] * jnp.asarray(c, w.dtype) if c != 1 else w[..., a]
-                          for a, c in zip(idx, coef)], axis=-2)
+  return jnp.concatenate([_signed_sum(w, [(a, c)]) for a, c in zip(idx, coef)], axis=-2)
 
 
 def _dense_sparse(x, w, alg, precision):
+  # Component-major activations make every component slice contiguous; one
+  # matmul per output component then reads only the products that feed it.
+  # (Measured faster than a batched einsum over components of equal count.)
+  xt = jnp.moveaxis(x, -1, 0)                                            # [D, ..., Cin]
   ys = [None] * alg.dim
   for ks, a, b, coef in _sparse_groups(alg):
-    xg = jnp.stack([_gather_components(x, bk) for bk in b])          # [K, ..., P·Cin]
-    wg = jnp.stack([_gather_weights(w, ak, ck) for ak, ck in zip(a, coef)])  # [K, P·Cin, Cout]
-    yg = jnp.einsum("k...m,kmo->k...o", xg, wg, precision=precision)  # [K, ..., Cout]
-    for k, yk in zip(ks, yg):
-      ys[k] = yk
+    for k, ak, bk, ck in zip(ks, a, b, coef):
+      xk = jnp.concatenate([xt[j] for j in bk], axis=-1)                 # [..., P·Cin]
+      ys[k] = jnp.matmul(xk, _gather_weights(w, ak, ck), precision=precision)  # [..., Cout]
   return _stack_components(ys)
 
 
@@ -239,7 +252,7 @@ _DENSE = {
 # --------------------------------------------------------------------- conv
 def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
            dilation: IntPair = 1, feature_group_count: int = 1,
-           path: Optional[str] = None, precision=None):
+           path: Optional[str] = None, precision=None, conv_impl: str = "auto"):
   """Algebra-valued 2D convolution (NHWC), y_o = Σ_{taps, i} w_io · x_i.
 
   Args:
@@ -250,6 +263,11 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
     stride, dilation: int or (h, w) pair.
     padding: "SAME", "VALID" or ((top, bottom), (left, right)).
     path: one of PATHS, or None for `default_path(algebra, "conv")`.
+    precision: passed to the real convolutions / matmuls.
+    conv_impl: how the real convolutions inside run: "xla"
+      (lax.conv_general_dilated), "im2col" (slices + one matmul; ungrouped
+      convs only) or "auto" (im2col on CPU for ungrouped convs, XLA otherwise;
+      see `_im2col_conv` for the measurements behind this).
 
   Returns:
     [N, H', W', Cout, D].
@@ -278,20 +296,61 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
     padding = padding.upper()
   else:
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv2d: conv_impl must be one of {', '.join(CONV_IMPLS)}, got {conv_impl!r}.")
   args = dict(stride=_pair(stride, "stride"), padding=padding,
-              dilation=_pair(dilation, "dilation"), groups=int(g), precision=precision)
+              dilation=_pair(dilation, "dilation"), groups=int(g), precision=precision,
+              impl=conv_impl)
   return _CONV[path](x, w, alg, **args)
 
 
-def _real_conv(x, k, stride, padding, dilation, groups, precision):
+def _real_conv(x, k, stride, padding, dilation, groups, precision, impl):
   # [N, H, W, C] * [KH, KW, C/G, O] -> [N, H', W', O]
+  if impl == "auto":
+    impl = "im2col" if groups == 1 and jax.default_backend() == "cpu" else "xla"
+  if impl == "im2col" and groups == 1:
+    return _im2col_conv(x, k, stride, padding, dilation, precision)
   return jax.lax.conv_general_dilated(
       x, k, window_strides=stride, padding=padding, rhs_dilation=dilation,
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
       precision=precision)
 
 
-def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision):
+def _same_padding(size, k, stride, dilation):
+  out = -(-size // stride)
+  total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+  return total // 2, total - total // 2
+
+
+def _im2col_conv(x, k, stride, padding, dilation, precision):
+  """Convolution as KH·KW strided slices concatenated on channels, then one matmul.
+
+  XLA's CPU convolution runs its backward pass far below matmul speed; this
+  form differentiates into slices, pads and one matmul per operand, and on 2
+  CPU cores trained 1.2-1.9x faster (forward+backward) across the layer sizes
+  in BENCHMARKS.md, at the price of KH·KW copies of the activations.
+  """
+  n, h, w, c = x.shape
+  kh, kw, _, o = k.shape
+  (sh, sw), (dh, dw) = stride, dilation
+  if padding == "VALID":
+    ph = pw = (0, 0)
+  elif padding == "SAME":
+    ph, pw = _same_padding(h, kh, sh, dh), _same_padding(w, kw, sw, dw)
+  else:
+    ph, pw = padding
+  xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
+  ho = (h + sum(ph) - (kh - 1) * dh - 1) // sh + 1
+  wo = (w + sum(pw) - (kw - 1) * dw - 1) // sw + 1
+  taps = [xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+          for i in range(kh) for j in range(kw)]                        # KH·KW × [N, H', W', C]
+  patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]  # [N, H', W', KH·KW·C]
+  y = jnp.matmul(patches.reshape(-1, kh * kw * c), k.reshape(kh * kw * c, o), precision=precision)
+  return y.reshape(n, ho, wo, o)
+
+
+def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision, impl):
+  del impl  # the reference uses XLA's patch extraction and einsums only
   n, h, wd, cin, d = x.shape
   kh, kw, cg, cout, _ = w.shape
   # Patch features come out ordered (channel, kh, kw), channel-major.
@@ -317,7 +376,7 @@ def _conv_folded(x, w, alg, precision, **conv):
   xf = fold(x, alg)                                   # [N·Col, H, W, Cin·R, Db]
   yf = conv2d(xf, fold_weight(w, alg), base, stride=conv["stride"], padding=conv["padding"],
               dilation=conv["dilation"], feature_group_count=conv["groups"],
-              precision=precision)                    # [N·Col, H', W', Cout·A, Db]
+              precision=precision, conv_impl=conv["impl"])  # [N·Col, H', W', Cout·A, Db]
   return unfold(yf, alg)
 
 
@@ -360,6 +419,20 @@ def _matrix_base(alg: Algebra):
   return alg.matrix_base
 
 
+def _swap_minor(x, rows, cols, db):
+  """[B, rows·cols·Db] viewed as [B, rows, cols, Db] -> [B, cols, rows, Db].
+
+  Written as one batched 2-D transpose (with Db carried along): XLA's CPU
+  backend runs that several times faster than the equivalent moveaxis on the
+  5-D view, most of all in the backward pass (measured: M4(R) dense
+  forward+backward 3.4 ms -> 2.5 ms at width 1024).
+  """
+  b = x.shape[0]
+  if db == 1:
+    return jnp.swapaxes(x.reshape(b, rows, cols), 1, 2)
+  return jnp.swapaxes(x.reshape(b, rows, cols, db), 1, 2)
+
+
 def fold(x, algebra):
   """M_n(B) activations [B, ..., C, D] -> B-activations [B·n, ..., C·n, Db].
 
@@ -371,8 +444,8 @@ def fold(x, algebra):
   n, base = _matrix_base(alg)
   x = jnp.asarray(x)
   b, *mid, c, _ = x.shape
-  xf = x.reshape(b, *mid, c, n, n, base.dim)           # [B, ..., C, R, Col, Db]
-  xf = jnp.moveaxis(xf, -2, 1)                         # [B, Col, ..., C, R, Db]
+  rows = int(np.prod(mid, dtype=np.int64)) * c * n                 # (..., C, R) flattened
+  xf = _swap_minor(x, rows, n, base.dim)                           # [B, Col, (..., C, R), Db]
   return xf.reshape(b * n, *mid, c * n, base.dim)
 
 
@@ -382,8 +455,8 @@ def unfold(xf, algebra):
   n, base = _matrix_base(alg)
   xf = jnp.asarray(xf)
   bn, *mid, cn, _ = xf.shape
-  x = xf.reshape(bn // n, n, *mid, cn // n, n, base.dim)  # [B, Col, ..., C, R, Db]
-  x = jnp.moveaxis(x, 1, -2)                              # [B, ..., C, R, Col, Db]
+  rows = int(np.prod(mid, dtype=np.int64)) * cn
+  x = _swap_minor(xf.reshape(bn // n, -1), n, rows, base.dim)       # [B, (..., C, R), Col, Db]
   return x.reshape(bn // n, *mid, cn // n, alg.dim)
 
 

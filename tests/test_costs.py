@@ -298,11 +298,20 @@ def test_xla_expanded_path_does_d_squared_macs(name):
 
 
 @pytest.mark.parametrize("name,path", [("m2r", "folded"), ("m3r", "folded"),
-                                       ("m2c", "folded"), ("dual", "sparse"),
-                                       ("cross3", "sparse")])
+                                       ("dual", "sparse"), ("cross3", "sparse")])
 def test_xla_folded_and_sparse_paths_do_the_naive_count(name, path):
   alg = algebras.get(name)
   assert _per_position_flops(path, alg) == 2 * costs.dense_macs(1, 6, 5, alg)
+
+
+def test_xla_folded_m2c_does_the_fast_count():
+  # M2(C) folds into a complex layer on 2x the batch (Cin·2 -> Cout·2 complex
+  # elements), which runs Gauss's product: 8 complex products of 3 real
+  # multiplies per M2(C) product, plus Gauss's 2 adds per complex input and
+  # output element of the folded layer: 2 columns × 2·(6·2 + 5·2) = 88.
+  alg = algebras.get("m2c")
+  assert ops.default_path("c", "dense") == "gauss"
+  assert _per_position_flops("folded", alg) == 2 * costs.dense_macs(1, 6, 5, alg, fast=True) + 88
 
 
 def test_xla_folded_m2r_dense_and_conv_exact():

@@ -69,13 +69,27 @@ def test_conv_all_paths_match_direct_convolution(name):
       assert rel_err(y, want) < 1e-5, (path, stride, padding, dil, groups)
 
 
+@pytest.mark.parametrize("name", ["r", "c", "m2r"])
+def test_conv_impls_agree(name):
+  """The XLA and im2col real convolutions under every path give the same layer."""
+  alg = algebras.get(name)
+  rng = np.random.default_rng(8)
+  for stride, padding, dil, groups, cin, cout in CONV_CASES[:4]:
+    x = normal(rng, (2, 7, 6, cin, alg.dim))
+    w = normal(rng, (3, 2, cin // groups, cout, alg.dim))
+    want = naive.conv2d(x, w, name, stride, padding, dil, groups)
+    for impl in ("xla", "im2col"):
+      y = ops.conv2d(x, w, alg, stride=stride, padding=padding, dilation=dil, conv_impl=impl)
+      assert rel_err(y, want) < 1e-5, (impl, stride, padding, dil)
+
+
 def test_real_algebra_is_exactly_an_ordinary_layer():
   rng = np.random.default_rng(3)
   x, w = normal(rng, (4, 8)), normal(rng, (8, 5))
   y = ops.dense(x[..., None], w[..., None], "r")
   np.testing.assert_array_equal(np.asarray(y[..., 0]), np.asarray(jnp.dot(x, w)))
   x, w = normal(rng, (2, 9, 9, 3)), normal(rng, (3, 3, 3, 4))
-  y = ops.conv2d(x[..., None], w[..., None], "r", stride=2)
+  y = ops.conv2d(x[..., None], w[..., None], "r", stride=2, conv_impl="xla")
   want = jax.lax.conv_general_dilated(x, w, (2, 2), "SAME",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_array_equal(np.asarray(y[..., 0]), np.asarray(want))
@@ -135,6 +149,8 @@ def test_jit_and_bfloat16():
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", padding="FULL"),
      "padding"),
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", stride=0), "stride"),
+    (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", conv_impl="fft"),
+     "conv_impl"),
 ])
 def test_bad_input_errors(call, match):
   with pytest.raises(ValueError, match=match):
@@ -144,7 +160,8 @@ def test_bad_input_errors(call, match):
 def test_default_paths():
   assert ops.default_path("r") == "expanded"
   assert ops.default_path("h") == "expanded"
-  assert ops.default_path("c") == "expanded"
+  assert ops.default_path("c", "dense") == "gauss"
+  assert ops.default_path("c", "conv") == "expanded"
   for name in ("m2r", "m3r", "m4r", "m2c"):
     assert ops.default_path(name) == "folded"
   assert ops.default_path("dual") == ops.default_path("cross3") == "sparse"
