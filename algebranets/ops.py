@@ -304,11 +304,15 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
   return _CONV[path](x, w, alg, **args)
 
 
+def _resolve_conv_impl(impl, groups):
+  if impl == "auto":
+    return "im2col" if groups == 1 and jax.default_backend() == "cpu" else "xla"
+  return "im2col" if impl == "im2col" and groups == 1 else "xla"
+
+
 def _real_conv(x, k, stride, padding, dilation, groups, precision, impl):
   # [N, H, W, C] * [KH, KW, C/G, O] -> [N, H', W', O]
-  if impl == "auto":
-    impl = "im2col" if groups == 1 and jax.default_backend() == "cpu" else "xla"
-  if impl == "im2col" and groups == 1:
+  if _resolve_conv_impl(impl, groups) == "im2col":
     return _im2col_conv(x, k, stride, padding, dilation, precision)
   return jax.lax.conv_general_dilated(
       x, k, window_strides=stride, padding=padding, rhs_dilation=dilation,
@@ -322,16 +326,10 @@ def _same_padding(size, k, stride, dilation):
   return total // 2, total - total // 2
 
 
-def _im2col_conv(x, k, stride, padding, dilation, precision):
-  """Convolution as KH·KW strided slices concatenated on channels, then one matmul.
-
-  XLA's CPU convolution runs its backward pass far below matmul speed; this
-  form differentiates into slices, pads and one matmul per operand, and on 2
-  CPU cores trained 1.2-1.9x faster (forward+backward) across the layer sizes
-  in BENCHMARKS.md, at the price of KH·KW copies of the activations.
-  """
+def _im2col(x, kernel_hw, stride, padding, dilation):
+  """[N, H, W, C] -> patches [N, H', W', KH·KW·C], ordered (tap, channel)."""
   n, h, w, c = x.shape
-  kh, kw, _, o = k.shape
+  kh, kw = kernel_hw
   (sh, sw), (dh, dw) = stride, dilation
   if padding == "VALID":
     ph = pw = (0, 0)
@@ -344,9 +342,21 @@ def _im2col_conv(x, k, stride, padding, dilation, precision):
   wo = (w + sum(pw) - (kw - 1) * dw - 1) // sw + 1
   taps = [xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
           for i in range(kh) for j in range(kw)]                        # KH·KW × [N, H', W', C]
-  patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]  # [N, H', W', KH·KW·C]
-  y = jnp.matmul(patches.reshape(-1, kh * kw * c), k.reshape(kh * kw * c, o), precision=precision)
-  return y.reshape(n, ho, wo, o)
+  return jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
+
+
+def _im2col_conv(x, k, stride, padding, dilation, precision):
+  """Convolution as KH·KW strided slices concatenated on channels, then one matmul.
+
+  XLA's CPU convolution runs its backward pass far below matmul speed; this
+  form differentiates into slices, pads and one matmul per operand, and on 2
+  CPU cores trained 1.2-1.9x faster (forward+backward) across the layer sizes
+  in BENCHMARKS.md, at the price of KH·KW copies of the activations.
+  """
+  kh, kw, c, o = k.shape
+  patches = _im2col(x, (kh, kw), stride, padding, dilation)           # [N, H', W', KH·KW·C]
+  y = jnp.matmul(patches, k.reshape(kh * kw * c, o), precision=precision)
+  return y                                                            # [N, H', W', O]
 
 
 def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision, impl):
@@ -381,16 +391,34 @@ def _conv_folded(x, w, alg, precision, **conv):
 
 
 def _conv_sparse(x, w, alg, precision, **conv):
+  n, h, wd, cin, d = x.shape
+  kh, kw, cg, cout, _ = w.shape
   ys = [None] * alg.dim
-  for ks, a, b, coef in _sparse_groups(alg):
+  groups = _sparse_groups(alg)
+  if _resolve_conv_impl(conv["impl"], conv["groups"]) == "im2col":
+    # One im2col per input component j and one matmul against the weights of
+    # every product that reads it (N = |S_j|·Cout): no patch is copied twice
+    # and the backward pass gets one patch gradient per component.
+    t = alg.structure
+    xt = jnp.moveaxis(x, -1, 0)                                          # [D, N, H, W, Cin]
+    for j in range(d):
+      reads = [(a, k, t[a, j, k]) for a, k in zip(*np.nonzero(t[:, j, :]))]
+      if not reads:
+        continue
+      pj = _im2col(xt[j], (kh, kw), conv["stride"], conv["padding"], conv["dilation"])
+      wj = jnp.concatenate([_signed_sum(w, [(a, c)]) for a, _, c in reads], axis=-1)
+      yj = jnp.matmul(pj, wj.reshape(kh * kw * cin, len(reads) * cout),
+                      precision=precision)                    # [N, H', W', |S_j|·Cout]
+      for r, (_, k, _) in enumerate(reads):
+        part = yj[..., r * cout:(r + 1) * cout]
+        ys[k] = part if ys[k] is None else ys[k] + part
+    return _stack_components(ys)
+  for ks, a, b, coef in groups:
     for k, ak, bk, ck in zip(ks, a, b, coef):
-      # Channel blocks are ordered (p, i); groups need (i, p) so each group's
-      # input channels stay contiguous.
-      n, h, wd, cin, _ = x.shape
+      # Channel blocks are ordered (i, p) so each group's input channels stay contiguous.
       xk = jnp.stack([x[..., j] for j in bk], axis=-1).reshape(n, h, wd, -1)    # [N, H, W, Cin·P]
-      wk = jnp.stack([w[..., i] * jnp.asarray(c, w.dtype) for i, c in zip(ak, ck)], axis=3)
-      kh, kw, cg, p, cout = wk.shape                                            # [KH, KW, Cg, P, Cout]
-      ys[k] = _real_conv(xk, wk.reshape(kh, kw, cg * p, cout), precision=precision, **conv)
+      wk = jnp.stack([_signed_sum(w, [(i, c)]) for i, c in zip(ak, ck)], axis=3)  # [KH, KW, Cg, P, Cout]
+      ys[k] = _real_conv(xk, wk.reshape(kh, kw, cg * len(ak), cout), precision=precision, **conv)
   return _stack_components(ys)
 
 
