@@ -19,7 +19,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from algebranets import algebras, ops
+from algebranets import algebras, costs, ops
 
 
 def _time_fwd_bwd(layer, x, w, repeats):
@@ -38,28 +38,32 @@ def run(width: int = 256, batch: int = 128, image: int = 8, repeats: int = 5):
   rows = []
   for name in algebras.names():
     alg = algebras.get(name)
-    d, m, mf = alg.dim, alg.mults_per_product, alg.fast_mults_per_product
+    d, m = alg.dim, alg.mults_per_product
     c = max(1, round(width / d))
     rout = max(1, round(c * m / d))  # real layer with the same MACs: width c·D -> c·m/D
     for kind in ("dense", "conv"):
       if kind == "dense":
         xs, ws, rxs, rws = (batch, c, d), (c, c, d), (batch, c * d, 1), (c * d, rout, 1)
-        positions = batch
+        count = lambda a, fast=False: costs.dense_macs(batch, c, c, a, fast=fast)
+        params = costs.dense_params(c, c, alg, with_bias=False)
+        real_macs = costs.dense_macs(batch, c * d, rout, "r")
         layer = lambda a, p: (lambda x, w: ops.dense(x, w, a, path=p))
       else:
         n = max(1, batch // 16)
         xs, ws = (n, image, image, c, d), (3, 3, c, c, d)
         rxs, rws = (n, image, image, c * d, 1), (3, 3, c * d, rout, 1)
-        positions = n * image * image * 9
+        count = lambda a, fast=False: costs.conv_macs(n * image * image, 3, c, c, 1, a, fast=fast)
+        params = costs.conv_params(3, c, c, 1, alg, with_bias=False)
+        real_macs = costs.conv_macs(n * image * image, 3, c * d, rout, 1, "r")
         layer = lambda a, p: (lambda x, w: ops.conv2d(x, w, a, path=p))
       f32 = lambda s: jnp.asarray(rng.normal(size=s), jnp.float32)
       path = ops.default_path(alg, kind)
       t_alg = _time_fwd_bwd(layer(alg, path), f32(xs), f32(ws), repeats)
       t_real = _time_fwd_bwd(layer(algebras.REAL, "expanded"), f32(rxs), f32(rws), repeats)
-      macs, real_macs = positions * c * c * m, positions * c * d * rout
+      macs = count(alg)
       rows.append(dict(
-          algebra=name, layer=kind, path=path, elements=c, params=int(np.prod(ws)),
-          macs=macs, fast_macs=positions * c * c * mf,
+          algebra=name, layer=kind, path=path, elements=c, params=params,
+          macs=macs, fast_macs=count(alg, fast=True),
           gmacs_per_s=3 * macs / t_alg / 1e9,  # forward + two backward matmuls
           vs_real=(macs / t_alg) / (real_macs / t_real)))
   return rows
