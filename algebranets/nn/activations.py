@@ -36,36 +36,15 @@ __all__ = [
 
 
 # ------------------------------------------------------- component-wise
-def relu(x):
-  return jax.nn.relu(x)
-
-
-def gelu(x):
-  return jax.nn.gelu(x)
-
-
-def silu(x):
-  return jax.nn.silu(x)
-
-
-def tanh(x):
-  return jnp.tanh(x)
-
-
-def sigmoid(x):
-  return jax.nn.sigmoid(x)
-
-
-def elu(x):
-  return jax.nn.elu(x)
-
-
-def leaky_relu(x):
-  return jax.nn.leaky_relu(x)
-
-
-def softplus(x):
-  return jax.nn.softplus(x)
+# Applied to every real component independently; the algebra does not enter.
+relu = jax.nn.relu
+gelu = jax.nn.gelu
+silu = jax.nn.silu
+tanh = jnp.tanh
+sigmoid = jax.nn.sigmoid
+elu = jax.nn.elu
+leaky_relu = jax.nn.leaky_relu
+softplus = jax.nn.softplus
 
 
 def identity(x):
