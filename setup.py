@@ -18,7 +18,18 @@ setuptools.setup(
         "numpy>=1.24",
     ],
     extras_require={
+        # The image input pipelines (TFDS ImageNet/CIFAR, image folders) through tf.data.
+        "images": [
+            "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
+            "tensorflow>=2.16; platform_machine != 'x86_64' and platform_machine != 'AMD64'",
+            "tensorflow-datasets>=4.9",
+        ],
         # Only needed to run the test suite.
-        "test": ["pytest>=7"],
+        "test": [
+            "pytest>=7",
+            "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
+            "tensorflow>=2.16; platform_machine != 'x86_64' and platform_machine != 'AMD64'",
+            "tensorflow-datasets>=4.9",
+        ],
     },
 )
