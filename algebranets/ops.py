@@ -45,9 +45,10 @@ import jax.numpy as jnp
 from algebranets import algebras as algebras_lib
 from algebranets.algebras import Algebra
 
-__all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight"]
+__all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight",
+           "PreparedWeight", "prepare_dense"]
 
-PATHS = ("reference", "expanded", "folded", "sparse", "gauss")
+PATHS = ("reference", "expanded", "folded", "sparse", "gauss", "right")
 CONV_IMPLS = ("auto", "xla", "im2col")
 IntPair = Union[int, Sequence[int]]
 Padding = Union[str, Sequence[tuple[int, int]]]
@@ -73,14 +74,21 @@ def default_path(algebra, kind: str = "dense") -> str:
     patch copies of `gauss` cost more than its saved quarter of the MACs).
   * otherwise (H and dense user algebras): `expanded`, one real op with no
     wasted work.
+  kind "decode" is for weights prepared once and applied at batch 1
+  (`prepare_dense`), where reading the weight is the cost: `folded` for
+  M_n(B) (the folded weight has the size of the parameters) and `right` for
+  every other algebra (a transposed copy of the parameters; `expanded` would
+  read D× the parameters, `gauss` 1.5×).
   """
-  if kind not in ("dense", "conv"):
-    raise ValueError(f"kind must be 'dense' or 'conv', got {kind!r}.")
+  if kind not in ("dense", "conv", "decode"):
+    raise ValueError(f"kind must be 'dense', 'conv' or 'decode', got {kind!r}.")
   alg = algebras_lib.get(algebra)
   if alg.dim == 1:
     return "expanded"
   if alg.matrix_base is not None:
     return "folded"
+  if kind == "decode":
+    return "right"
   if alg == algebras_lib.COMPLEX:
     return "gauss" if kind == "dense" else "expanded"
   if alg.mults_per_product < 0.8 * alg.dim ** 2:
@@ -119,7 +127,8 @@ def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
 
   Args:
     x: [..., Cin, D] activations.
-    w: [Cin, Cout, D] weights.
+    w: [Cin, Cout, D] weights, or a `PreparedWeight` from `prepare_dense`
+      (then its path is used and `path` must be None or the same).
     algebra: an Algebra or a registered name.
     path: one of PATHS, or None for `default_path(algebra, "dense")`.
     precision: passed to the real matmuls (None: JAX's default).
@@ -127,20 +136,72 @@ def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
   Returns:
     [..., Cout, D].
   """
+  prepared = isinstance(w, PreparedWeight)
+  if prepared:
+    if path not in (None, w.path):
+      raise ValueError(f"dense: w was prepared for path {w.path!r}, not {path!r}.")
+    path = w.path
   alg, path = _resolve(algebra, path, "dense")
-  x, w = jnp.asarray(x), jnp.asarray(w)
+  x = jnp.asarray(x)
+  if not prepared:
+    w = jnp.asarray(w)
   d = alg.dim
   if x.ndim < 2 or x.shape[-1] != d:
     raise ValueError(f"dense: x must be [..., Cin, {d}] for algebra {alg.name!r}, got {x.shape}.")
-  if w.ndim != 3 or w.shape[-1] != d:
+  if len(w.shape) != 3 or w.shape[-1] != d:
     raise ValueError(f"dense: w must be [Cin, Cout, {d}] for algebra {alg.name!r}, got {w.shape}.")
   if x.shape[-2] != w.shape[0]:
     raise ValueError(f"dense: x has Cin={x.shape[-2]} but w expects Cin={w.shape[0]} "
                      f"(x {x.shape}, w {w.shape}).")
-  return _DENSE[path](x, w, alg, precision)
+  prepare, apply = _DENSE[path]
+  data = w.data if prepared else prepare(w, alg)
+  return apply(x, data, w.shape[1], alg, precision)
 
 
-def _dense_reference(x, w, alg, precision):
+@jax.tree_util.register_pytree_node_class
+class PreparedWeight:
+  """A dense weight already transformed into the layout its path computes with.
+
+  Every path turns the weight into its own layout first (the expanded D×D
+  blocks, the folded matrix, Gauss's sums, ...). Inside a training step that is
+  cheap next to the matmul, but at batch 1 -- autoregressive decoding -- a
+  layer's time is the time to read its weights, and the transform (a D× larger
+  expanded weight for H, a transposed copy for M_n) costs several times the
+  matmul. `prepare_dense` does it once; `dense` then reads only `data`.
+  `shape` and `dtype` are those of the original [Cin, Cout, D] weight, so a
+  Haiku module can take a PreparedWeight wherever it takes its parameter.
+  """
+
+  def __init__(self, data, shape, dtype, path: str):
+    self.data, self.shape, self.dtype, self.path = data, tuple(shape), dtype, path
+
+  def tree_flatten(self):
+    return (self.data,), (self.shape, self.dtype, self.path)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    return cls(children[0], *aux)
+
+  def __repr__(self):
+    return f"PreparedWeight(path={self.path!r}, shape={self.shape})"
+
+
+def prepare_dense(w, algebra, path: Optional[str] = None) -> PreparedWeight:
+  """Transforms w [Cin, Cout, D] once for `dense` (see PreparedWeight).
+
+  path None picks `default_path(algebra, "decode")`: the path that reads the
+  fewest bytes per call at batch 1.
+  """
+  alg, path = _resolve(algebra, path, "decode")
+  w = jnp.asarray(w)
+  if w.ndim != 3 or w.shape[-1] != alg.dim:
+    raise ValueError(f"prepare_dense: w must be [Cin, Cout, {alg.dim}] for algebra "
+                     f"{alg.name!r}, got {w.shape}.")
+  data = _prepare_folded(w, alg, "decode") if path == "folded" else _DENSE[path][0](w, alg)
+  return PreparedWeight(data, w.shape, w.dtype, path)
+
+
+def _dense_reference(x, w, cout, alg, precision):
   # Every component pair first, then T: z[..., o, a, b] = Σ_i w_ioa x_ib.
   z = jnp.einsum("...ib,ioa->...oab", x, w, precision=_HIGHEST)  # [..., Cout, D, D]
   return jnp.einsum("...oab,abk->...ok", z, _structure(alg, z.dtype), precision=_HIGHEST)
@@ -175,17 +236,24 @@ def _expand_weight(w, alg):
   return wr.reshape(*lead, cin * d, cout * d)
 
 
-def _dense_expanded(x, w, alg, precision):
+def _dense_expanded(x, wr, cout, alg, precision):
   *lead, cin, d = x.shape
-  y = jnp.matmul(x.reshape(*lead, cin * d), _expand_weight(w, alg), precision=precision)
-  return y.reshape(*lead, w.shape[1], d)  # [..., Cout, D]
+  y = jnp.matmul(x.reshape(*lead, cin * d), wr, precision=precision)  # [..., Cout·D]
+  return y.reshape(*lead, cout, d)
 
 
-def _dense_folded(x, w, alg, precision):
+def _prepare_folded(w, alg, kind):
+  base = alg.matrix_base[1]
+  wf = fold_weight(w, alg)                                                # [Cin·n, Cout·n, Db]
+  return PreparedWeight(_DENSE[default_path(base, kind)][0](wf, base), wf.shape, wf.dtype,
+                        default_path(base, kind))
+
+
+def _dense_folded(x, wf, cout, alg, precision):
   *lead, cin, d = x.shape
   xf = fold(x.reshape(-1, cin, d), alg)                                   # [L·n, Cin·n, Db]
-  yf = dense(xf, fold_weight(w, alg), alg.matrix_base[1], precision=precision)  # [L·n, Cout·n, Db]
-  return unfold(yf, alg).reshape(*lead, w.shape[1], d)
+  yf = dense(xf, wf, alg.matrix_base[1], precision=precision)             # [L·n, Cout·n, Db]
+  return unfold(yf, alg).reshape(*lead, cout, d)
 
 
 def _sparse_groups(alg: Algebra):
@@ -212,16 +280,26 @@ def _gather_weights(w, idx, coef):
   return jnp.concatenate([_signed_sum(w, [(a, c)]) for a, c in zip(idx, coef)], axis=-2)
 
 
-def _dense_sparse(x, w, alg, precision):
+def _prepare_sparse(w, alg):
+  """One [P·Cin, Cout] weight per output component k (None where no product reaches k)."""
+  ws = [None] * alg.dim
+  for ks, a, _, coef in _sparse_groups(alg):
+    for k, ak, ck in zip(ks, a, coef):
+      ws[k] = _gather_weights(w, ak, ck)
+  return tuple(ws)
+
+
+def _dense_sparse(x, ws, cout, alg, precision):
   # Component-major activations make every component slice contiguous; one
   # matmul per output component then reads only the products that feed it.
   # (Measured faster than a batched einsum over components of equal count.)
+  del cout
   xt = jnp.moveaxis(x, -1, 0)                                            # [D, ..., Cin]
   ys = [None] * alg.dim
-  for ks, a, b, coef in _sparse_groups(alg):
-    for k, ak, bk, ck in zip(ks, a, b, coef):
+  for ks, _, b, _ in _sparse_groups(alg):
+    for k, bk in zip(ks, b):
       xk = jnp.concatenate([xt[j] for j in bk], axis=-1)                 # [..., P·Cin]
-      ys[k] = jnp.matmul(xk, _gather_weights(w, ak, ck), precision=precision)  # [..., Cout]
+      ys[k] = jnp.matmul(xk, ws[k], precision=precision)                 # [..., Cout]
   return _stack_components(ys)
 
 
@@ -231,21 +309,42 @@ def _stack_components(ys):
   return jnp.stack([jnp.zeros_like(ref) if y is None else y for y in ys], axis=-1)
 
 
-def _dense_gauss(x, w, alg, precision):
-  xr, xi = x[..., 0], x[..., 1]
+def _prepare_gauss(w, alg):
   wr, wi = w[..., 0], w[..., 1]
+  return jnp.stack([wr + wi, wr, wi])                     # [3, Cin, Cout]
+
+
+def _dense_gauss(x, ws, cout, alg, precision):
+  xr, xi = x[..., 0], x[..., 1]
   xs = jnp.stack([xr, xi - xr, xr + xi])                  # [3, ..., Cin]
-  ws = jnp.stack([wr + wi, wr, wi])                       # [3, Cin, Cout]
   k1, k2, k3 = jnp.einsum("s...i,sio->s...o", xs, ws, precision=precision)
   return jnp.stack([k1 - k3, k1 + k2], axis=-1)
 
 
+def _prepare_right(w, alg):
+  cin, cout, d = w.shape
+  return jnp.swapaxes(w, 1, 2).reshape(cin * d, cout)    # [(Cin, A), Cout]
+
+
+def _dense_right(x, wt, cout, alg, precision):
+  # y_ok = Σ_ia w_ioa R(x_i)_ka with R(x) the right-multiplication matrix of
+  # x: the weight is read once in (a prepared copy of) its own size, where the
+  # expanded path reads D× more; the work is D² MACs per product, like
+  # `expanded`. Wins when reading weights dominates (batch 1 decoding).
+  *lead, cin, d = x.shape
+  r = jnp.einsum("...ib,abk->...kia", x, _structure(alg, x.dtype))     # [..., D(k), Cin, D(a)]
+  y = jnp.matmul(r.reshape(*lead, d, cin * d), wt, precision=precision)  # [..., D(k), Cout]
+  return jnp.swapaxes(y, -1, -2)                                       # [..., Cout, D]
+
+
+# path -> (prepare(w, alg) -> data, apply(x, data, cout, alg, precision) -> y)
 _DENSE = {
-    "reference": _dense_reference,
-    "expanded": _dense_expanded,
-    "folded": _dense_folded,
-    "sparse": _dense_sparse,
-    "gauss": _dense_gauss,
+    "reference": (lambda w, alg: w, _dense_reference),
+    "expanded": (_expand_weight, _dense_expanded),
+    "folded": (lambda w, alg: _prepare_folded(w, alg, "dense"), _dense_folded),
+    "sparse": (_prepare_sparse, _dense_sparse),
+    "gauss": (_prepare_gauss, _dense_gauss),
+    "right": (_prepare_right, _dense_right),
 }
 
 
@@ -273,6 +372,8 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
     [N, H', W', Cout, D].
   """
   alg, path = _resolve(algebra, path, "conv")
+  if path not in _CONV:
+    raise ValueError(f"conv2d: path {path!r} is dense-only; conv paths: {', '.join(_CONV)}.")
   x, w = jnp.asarray(x), jnp.asarray(w)
   d = alg.dim
   if x.ndim != 5 or x.shape[-1] != d:

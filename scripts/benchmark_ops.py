@@ -143,13 +143,19 @@ def _machine():
           f"{jax.device_count()} device(s); python {sys.version.split()[0]}")
 
 
+def markdown_header(argv):
+  """Command line, date and machine of this run, as markdown lines."""
+  script = os.path.relpath(sys.argv[0]) if sys.argv[0] else "scripts/benchmark_ops.py"
+  cmd = f"python {script} " + " ".join(argv if argv is not None else sys.argv[1:])
+  return "\n".join([f"Command: `{cmd.strip()}`  ",
+                    f"Date: {datetime.date.today().isoformat()}  ",
+                    f"Machine: {_machine()}"])
+
+
 def markdown_table(rows, argv):
-  cmd = "python scripts/benchmark_ops.py " + " ".join(argv if argv is not None else sys.argv[1:])
   opt = lambda v: "" if v is None else f"{v:.2f}"
   lines = [
-      f"Command: `{cmd.strip()}`  ",
-      f"Date: {datetime.date.today().isoformat()}  ",
-      f"Machine: {_machine()}",
+      markdown_header(argv),
       "",
       "| op | algebra | path | C | fwd FLOP/s vs real | fwd+bwd FLOP/s vs real "
       "| fwd speed vs expanded | fwd+bwd speed vs expanded | fwd+bwd GMAC/s "

@@ -12,8 +12,8 @@ from tests import naive
 NAMES = ["r", "c", "h", "m2r", "m3r", "m4r", "m2c", "dual", "cross3"]
 
 
-def paths_for(alg):
-  paths = ["reference", "expanded", "sparse"]
+def paths_for(alg, kind="conv"):
+  paths = ["reference", "expanded", "sparse"] + (["right"] if kind == "dense" else [])
   if alg.matrix_base is not None:
     paths.append("folded")
   if alg.name == "c":
@@ -36,10 +36,15 @@ def test_dense_all_paths_match_independent_product(name):
   rng = np.random.default_rng(1)
   x, w = normal(rng, (2, 3, 6, alg.dim)), normal(rng, (6, 5, alg.dim))
   want = naive.dense(x, w, name)
-  for path in paths_for(alg):
+  for path in paths_for(alg, "dense"):
     y = ops.dense(x, w, alg, path=path)
     assert y.shape == (2, 3, 5, alg.dim) and y.dtype == jnp.float32
     assert rel_err(y, want) < 1e-5, path
+    # A weight prepared once for the path gives the same layer.
+    assert rel_err(ops.dense(x, ops.prepare_dense(w, alg, path), alg), want) < 1e-5, path
+  prepared = jax.jit(lambda w: ops.prepare_dense(w, alg))(w)  # decode default, through jit
+  assert prepared.shape == w.shape and prepared.path == ops.default_path(alg, "decode")
+  assert rel_err(jax.jit(lambda x, p: ops.dense(x, p, alg))(x, prepared), want) < 1e-5
   assert rel_err(ops.dense(x, w, name), want) < 1e-5  # default path, by name
 
 
@@ -151,6 +156,10 @@ def test_jit_and_bfloat16():
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", stride=0), "stride"),
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", conv_impl="fft"),
      "conv_impl"),
+    (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", path="right"),
+     "dense-only"),
+    (lambda: ops.dense(jnp.ones((2, 3, 2)), ops.prepare_dense(jnp.ones((3, 4, 2)), "c", "gauss"), "c",
+                       path="expanded"), "prepared for path 'gauss'"),
 ])
 def test_bad_input_errors(call, match):
   with pytest.raises(ValueError, match=match):
@@ -165,6 +174,8 @@ def test_default_paths():
   for name in ("m2r", "m3r", "m4r", "m2c"):
     assert ops.default_path(name) == "folded"
   assert ops.default_path("dual") == ops.default_path("cross3") == "sparse"
+  assert ops.default_path("m4r", "decode") == "folded"
+  assert ops.default_path("h", "decode") == ops.default_path("dual", "decode") == "right"
 
 
 def test_user_defined_algebra_works_in_ops():

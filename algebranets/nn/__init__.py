@@ -9,6 +9,7 @@ weights [KH, KW, Cin/G, Cout, D], biases [Cout, D].
   activations   component-wise and norm-based nonlinearities, ACTIVATIONS
   initializers  variance scaling that counts the algebra's real products
   lift          Lift (R -> A), Project (A -> R), Embed (tokens -> A)
+  inference     weights prepared once for batch-1 inference (decoding)
 """
 
 from algebranets.nn import activations, initializers
@@ -19,6 +20,7 @@ from algebranets.nn.initializers import (
     lecun_normal, lecun_uniform, polar, product_gain)
 from algebranets.nn.lift import Embed, LIFT_MODES, Lift, PROJECT_MODES, Project
 from algebranets.nn.linear import Conv2D, Linear
+from algebranets.nn.inference import linear_layers, make_preparer
 from algebranets.nn.norm import BatchNorm, LayerNorm, inv_sqrtm
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "lecun_normal", "lecun_uniform", "he_normal", "he_uniform", "glorot_normal",
     "glorot_uniform", "polar",
     "Lift", "Project", "Embed", "LIFT_MODES", "PROJECT_MODES",
+    "make_preparer", "linear_layers",
 ]

@@ -1,0 +1,63 @@
+"""Weights prepared once for inference: what decoding at batch 1 needs.
+
+At batch 1 a layer's time is the time to read its weights, and every op path
+first turns the weight into its own layout (expanded D×D blocks, a folded or
+transposed copy). `prepare_params` does that once for every `nn.Linear` of a
+Haiku model, replacing its "w" by an `ops.PreparedWeight` (which keeps the
+parameter's shape, so the model runs unchanged on the result). Call it outside
+the decoding loop: inside `jit` it is computed once per call, not per step.
+
+    prepare = make_preparer(forward_fn, params, tokens)   # discovers the layers
+    fast_params = prepare(params)                         # jit-able, pure
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import haiku as hk
+import jax
+
+from algebranets import ops
+from algebranets.nn.linear import Linear
+
+__all__ = ["make_preparer", "linear_layers"]
+
+
+def linear_layers(fn: Callable, params, *args, **kwargs) -> dict[str, tuple]:
+  """{module name: (algebra, path)} of every nn.Linear that `fn` calls.
+
+  Runs `hk.transform(fn).apply` abstractly (jax.eval_shape, no compute).
+  """
+  found = {}
+
+  def interceptor(next_f, f_args, f_kwargs, context):
+    if isinstance(context.module, Linear) and context.method_name == "__call__":
+      found[context.module.module_name] = (context.module.algebra, context.module.path)
+    return next_f(*f_args, **f_kwargs)
+
+  def run(params, *args, **kwargs):
+    with hk.intercept_methods(interceptor):
+      return hk.transform(fn).apply(params, None, *args, **kwargs)
+
+  shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+  jax.eval_shape(lambda p: run(p, *args, **kwargs), shapes)
+  return found
+
+
+def make_preparer(fn: Callable, params, *args, **kwargs) -> Callable:
+  """A pure function params -> params with every nn.Linear weight prepared.
+
+  The layers are found once from `fn(*args, **kwargs)` (see `linear_layers`);
+  a layer built with an explicit `path` keeps it, the others get the batch-1
+  path `ops.default_path(algebra, "decode")`.
+  """
+  layers = linear_layers(fn, params, *args, **kwargs)
+
+  def prepare(params):
+    params = {name: dict(bundle) for name, bundle in params.items()}
+    for name, (algebra, path) in layers.items():
+      if name in params and "w" in params[name]:
+        params[name]["w"] = ops.prepare_dense(params[name]["w"], algebra, path)
+    return params
+  return prepare
