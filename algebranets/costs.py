@@ -56,7 +56,7 @@ from algebranets import nn as ann
 __all__ = [
     "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params",
     "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
-    "main",
+    "block_costs", "model_report", "main",
 ]
 
 AlgebraLike = Union[str, algebras.Algebra]
@@ -282,9 +282,11 @@ def _nn_linear(module, method, x, y):
 def _nn_conv(module, method, x, y):
   del method
   alg = module.algebra
-  c_in, c_out = int(x[-2]), int(module.output_channels)
+  # A folded M_n conv sees n× the channels on n× the positions (ops.fold).
+  n = alg.matrix_base[0] if getattr(module, "folded", False) else 1
+  c_in, c_out = int(x[-2]) // n, int(module.output_channels)
   groups = int(module.feature_group_count)
-  pos = _size(y[:-2])
+  pos = _size(y[:-2]) // n
   args = (pos, module.kernel_shape, c_in, c_out, groups, alg)
   return ("conv", alg, conv_params(module.kernel_shape, c_in, c_out, groups, alg, _bias(module)),
           conv_macs(*args), conv_macs(*args, fast=True))
@@ -483,10 +485,68 @@ def algebra_table(c_in: int, c_out: int, batch: int, spatial: int, kernel: int,
   return rows
 
 
+def _block_of(name: str, depth: int = 2) -> str:
+  """The enclosing block of a layer: its module path cut to `depth` parts."""
+  parts = [p for p in name.replace("/~/", "/").split("/") if p]
+  return "/".join(parts[:depth])
+
+
+def block_costs(report: ModelCost, depth: int = 2) -> list[dict[str, Any]]:
+  """Params and MACs summed per block (module path prefix of `depth` parts)."""
+  blocks: dict[str, dict[str, Any]] = {}
+  for l in report.layers:
+    b = blocks.setdefault(_block_of(l.name, depth), {"block": _block_of(l.name, depth),
+                                                     "params": 0, "macs": 0, "fast_macs": 0})
+    b["params"] += l.params if l.call == 0 else 0
+    b["macs"] += l.macs
+    b["fast_macs"] += l.fast_macs
+  return list(blocks.values())
+
+
+def model_report(model: str, algebra, match: str = "none", image_size: Optional[int] = None,
+                 seq_len: Optional[int] = None) -> tuple[ModelCost, str]:
+  """Cost of a registered model in `algebra`; with `match`, at the size that
+  matches the real model's params or MACs. Returns (report, size description).
+  """
+  from algebranets import models  # models import costs: import lazily
+  from algebranets.models import transformer_xl as txl
+  alg = algebras.get(algebra)
+  matched = match != "none" and alg.name != "r"
+  if model in txl.PRESETS:
+    config = txl.matched_config(txl.PRESETS[model], alg, match) if matched else txl.PRESETS[model]
+    seq_len = seq_len or config["mem_len"]
+    size = f"d_model {config['d_model']}, d_head {config['d_head']}, d_inner {config['d_inner']}"
+    return txl.model_costs(config, alg, seq_len=seq_len), size
+  if model not in models.MODELS:
+    raise ValueError(f"Unknown model {model!r}; valid: "
+                     f"{', '.join(sorted(models.MODELS) + sorted(txl.PRESETS))}.")
+  ctor = models.MODELS[model]
+  cifar = model.startswith("cifar")
+  num_classes, image_size = (10, image_size or 32) if cifar else (1000, image_size or 224)
+  width = 1.0
+  if matched:
+    width = models.match_image_model(ctor, alg, match=match, image_size=image_size,
+                                     num_classes=num_classes).width
+  fn = lambda x: ctor(num_classes=num_classes, algebra=alg, width=width)(x, is_training=False)
+  report = model_costs(fn, jax.ShapeDtypeStruct((1, image_size, image_size, 3), np.float32))
+  return report, f"width {width:.4g}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m algebranets.costs",
-      description="Real parameters and MACs of one dense and one conv layer per algebra.")
+      description="Real parameters and MACs: of a registered model per algebra (--model), "
+                  "or of one dense and one conv layer per algebra.")
+  parser.add_argument("--model", default=None,
+                      help="a registered model (models.MODELS, e.g. resnet50, cifar_resnet20, "
+                           "mobilenet_v1) or a Transformer-XL preset (enwik8_base, wt103_base)")
+  parser.add_argument("--algebras", default=",".join(algebras.names()),
+                      help="comma-separated algebras (default: all registered)")
+  parser.add_argument("--match", default="none", choices=("none", "params", "macs"),
+                      help="size each algebra's model to match the real one")
+  parser.add_argument("--image_size", type=int, default=None)
+  parser.add_argument("--seq_len", type=int, default=None, help="Transformer-XL segment length")
+  parser.add_argument("--per_block", action="store_true", help="also print per-block costs")
   parser.add_argument("--c_in", type=int, default=64, help="input channels")
   parser.add_argument("--c_out", type=int, default=64, help="output channels")
   parser.add_argument("--batch", type=int, default=1, help="batch size (dense positions)")
@@ -500,6 +560,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   for name in ("c_in", "c_out", "batch", "spatial", "kernel"):
     if vars(flags)[name] < 1:
       parser.error(f"--{name} must be a positive integer, got {vars(flags)[name]}.")
+  if flags.model:
+    rows, blocks = [], {}
+    for name in flags.algebras.split(","):
+      report, size = model_report(flags.model, name, flags.match, flags.image_size, flags.seq_len)
+      rows.append({"algebra": algebras.get(name).name, "size": size,
+                   "params": report.total_params, "macs": report.macs,
+                   "fast_macs": report.fast_macs})
+      blocks[rows[-1]["algebra"]] = block_costs(report)
+    if flags.json:
+      print(json.dumps({"model": flags.model, "match": flags.match, "rows": rows,
+                        "blocks": blocks if flags.per_block else None}, indent=1))
+      return
+    print(f"{flags.model}, match={flags.match} (MACs per image, or per segment of "
+          f"seq_len tokens for Transformer-XL; naive products; see algebranets.costs)\n")
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) else v
+    print(_markdown(keys, [[fmt(r[k]) for k in keys] for r in rows]))
+    if flags.per_block:
+      for name, bl in blocks.items():
+        print(f"\n{name}:\n" + _markdown(list(bl[0]), [[fmt(b[k]) for k in b] for b in bl]))
+    return
   rows = algebra_table(flags.c_in, flags.c_out, flags.batch, flags.spatial, flags.kernel,
                        flags.with_bias, flags.real_width)
   if flags.json:

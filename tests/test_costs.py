@@ -332,3 +332,18 @@ def test_xla_gauss_path_does_the_fast_count():
   per_position = _per_position_flops("gauss", algebras.COMPLEX)
   assert per_position == 2 * costs.dense_macs(1, 6, 5, "c", fast=True) + 2 * 6 + 2 * 5
   assert math.isclose(2 * costs.dense_macs(1, 6, 5, "c"), 4 / 3 * (per_position - 22))
+
+
+def test_cli_model_table_counts_the_model(capsys):
+  # The CLI's params for a registered model equal the model's parameter leaves.
+  from algebranets import models
+  costs.main(["--model", "cifar_resnet20", "--algebras", "r,m2r", "--json"])
+  out = json.loads(capsys.readouterr().out)
+  for row in out["rows"]:
+    f = hk.transform_with_state(lambda x, a=row["algebra"]: models.MODELS["cifar_resnet20"](
+        num_classes=10, algebra=a, width=1.0)(x, is_training=True))
+    params, _ = jax.eval_shape(f.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    assert row["params"] == sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+  assert out["rows"][1]["macs"] > out["rows"][0]["macs"]  # same width: M2(R) does 8/4 per real param
+  with pytest.raises(ValueError, match="Unknown model"):
+    costs.main(["--model", "resnet7"])

@@ -9,6 +9,15 @@ the left (the paper's layer). Arguments mean what they mean for `hk.Linear`
 and `hk.Conv2D`; `algebra` picks the algebra and `path` the op implementation
 (None: `ops.default_path`, the fastest correct one).
 
+Folded layout (Conv2D, `folded=True`, matrix algebras M_n(B) only): the
+layer takes and returns activations in the layout of `ops.fold`,
+[N·n, H, W, C·n, Db] (matrix columns folded into the batch, rows into the
+channels, Db = B's dimension), so a network can fold once at its entry and
+skip the per-layer transposes of the "folded" op path (BENCHMARKS.md: 0-20%
+per layer). The weight parameter is the same [KH, KW, Cin/G, Cout, D] array as
+unfolded (same initialiser, checkpoints interchangeable); it is folded with
+`ops.fold_weight` on every call, and `path` then picks the base algebra's op.
+
 Default initialisers: w ~ `initializers.lecun_normal(algebra)` (truncated
 normal with variance 1 / effective fan_in, where the effective fan_in counts
 the real products feeding each output component; see `initializers`), b = 0.
@@ -88,7 +97,7 @@ class Conv2D(hk.Module):
                w_init: Optional[hk.initializers.Initializer] = None,
                b_init: Optional[hk.initializers.Initializer] = None,
                feature_group_count: int = 1, path: Optional[str] = None,
-               name: Optional[str] = None):
+               folded: bool = False, name: Optional[str] = None):
     """Constructs the layer.
 
     Args:
@@ -105,11 +114,18 @@ class Conv2D(hk.Module):
       b_init: initialiser of b; default zeros.
       feature_group_count: G; G == Cin is a depthwise convolution (one element
         weight per channel and tap, Cout a multiple of Cin).
-      path: `ops.conv2d` implementation; None picks the fastest.
+      path: `ops.conv2d` implementation; None picks the fastest. With
+        `folded=True` the path of the base algebra's op.
+      folded: take and return activations in the folded layout (see the
+        module docstring); needs a matrix algebra M_n(B).
       name: module name.
     """
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
+    if folded and self.algebra.matrix_base is None:
+      raise ValueError(f"folded=True needs a matrix algebra M_n(B); {self.algebra.name!r} is "
+                       "not one.")
+    self.folded = bool(folded)
     self.output_channels = positive_int(output_channels, "output_channels")
     self.kernel_shape = int_pair(kernel_shape, "kernel_shape")
     self.stride = int_pair(stride, "stride")
@@ -140,9 +156,14 @@ class Conv2D(hk.Module):
                          f"or hk.pad functions; got {padding!r}.")
 
   def __call__(self, inputs, *, precision=None):
-    """Applies the layer to [N, H, W, Cin, D] (or unbatched [H, W, Cin, D])."""
+    """Applies the layer to [N, H, W, Cin, D] (or unbatched [H, W, Cin, D]).
+
+    With `folded=True`: to [N·n, H, W, Cin·n, Db]; returns [N·n, H', W', Cout·n, Db].
+    """
     inputs = jnp.asarray(inputs)
     alg = self.algebra
+    if self.folded:
+      return self._folded(inputs, precision)
     if inputs.ndim not in (4, 5) or inputs.shape[-1] != alg.dim:
       raise ValueError(
           f"Conv2D expects algebra {alg.name!r} inputs of shape [N, H, W, Cin, D] (or "
@@ -166,3 +187,43 @@ class Conv2D(hk.Module):
                            init=self.b_init)
       out = out + b
     return out[0] if unbatched else out
+
+  def _folded(self, inputs, precision):
+    alg = self.algebra
+    n, base = alg.matrix_base
+    if (inputs.ndim != 5 or inputs.shape[-1] != base.dim or inputs.shape[0] % n
+        or inputs.shape[3] % n):
+      raise ValueError(
+          f"Conv2D(folded=True) expects algebra {alg.name!r} inputs in the folded layout "
+          f"[N·{n}, H, W, Cin·{n}, {base.dim}] (see ops.fold); got shape "
+          f"{tuple(inputs.shape)}.")
+    cin, g = inputs.shape[3] // n, self.feature_group_count
+    if cin % g:
+      raise ValueError(f"Conv2D: input channels Cin={cin} must be a multiple of "
+                       f"feature_group_count={g}.")
+    w_shape = [*self.kernel_shape, cin // g, self.output_channels, alg.dim]
+    w_init = self.w_init or initializers.lecun_normal(alg)
+    w = hk.get_parameter("w", w_shape, inputs.dtype, init=w_init)
+    out = ops.conv2d(inputs, ops.fold_weight(w, alg), base, stride=self.stride,
+                     padding=self.padding, dilation=self.rate, feature_group_count=g,
+                     path=self.path, precision=precision)   # [N·n, H', W', Cout·n, Db]
+    if self.with_bias:
+      b = hk.get_parameter("b", [self.output_channels, alg.dim], inputs.dtype,
+                           init=self.b_init)
+      out = add_folded_bias(out, b, alg)
+    return out
+
+
+def add_folded_bias(out, b, algebra):
+  """out [N·n, ..., C·n, Db] (folded M_n(B) activations) + bias b [C, D].
+
+  Entry (row a, column c) of b_o belongs to channel o·n + a of the batch rows
+  that hold column c: in the view [N, Col, ..., C·Row, Db] of `out` the bias
+  is [Col, 1, ..., 1, C·Row, Db].
+  """
+  n, base = algebra.matrix_base
+  c = b.shape[0]
+  bf = jnp.transpose(b.reshape(c, n, n, base.dim), (2, 0, 1, 3))   # [Col, C, Row, Db]
+  bf = bf.reshape((n,) + (1,) * (out.ndim - 3) + (c * n, base.dim))
+  view = out.reshape((out.shape[0] // n, n) + out.shape[1:])       # [N, Col, ..., C·Row, Db]
+  return (view + bf).reshape(out.shape)

@@ -40,6 +40,13 @@ BatchNorm has two modes.
   is then exactly ordinary BatchNorm. Pass
   `scale_init=trabelsi_scale_init` for Trabelsi's choice.
 
+Folded layout (`folded=True`, matrix algebras M_n(B) only): BatchNorm takes
+and returns activations in the layout of `ops.fold`, [B·n, ..., C·n, Db], and
+computes exactly what it computes on the unfolded [B, ..., C, D] (same
+statistics per channel and component, same parameters and state shapes), by
+reducing over a view [B, Col, M, C·Row·Db] of the folded array instead of
+transposing it back. This lets networks of folded convolutions keep the layout.
+
 Running statistics (hk state "mean" [C, D] and "var" [C, D] or "cov"
 [C, D, D]) start at mean 0 and var 1 / cov I and are updated in training as
 `running = decay_rate·running + (1 - decay_rate)·batch`. Evaluation
@@ -119,7 +126,7 @@ class BatchNorm(hk.Module):
                scale_init: Optional[hk.initializers.Initializer] = None,
                offset_init: Optional[hk.initializers.Initializer] = None,
                cross_replica_axis: Optional[Union[str, Sequence[str]]] = None,
-               name: Optional[str] = None):
+               folded: bool = False, name: Optional[str] = None):
     """Constructs the module.
 
     Args:
@@ -134,10 +141,16 @@ class BatchNorm(hk.Module):
       cross_replica_axis: axis name(s) to average batch statistics over when
         run inside a named-axis map (shard_map, vmap). Not needed under jit
         with sharded global arrays, where the batch mean is already global.
+      folded: inputs are in the folded layout of `ops.fold` (see module doc);
+        needs a matrix algebra M_n(B).
       name: module name.
     """
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
+    if folded and self.algebra.matrix_base is None:
+      raise ValueError(f"folded=True needs a matrix algebra M_n(B); {self.algebra.name!r} is "
+                       "not one.")
+    self.folded = bool(folded)
     if not create_scale and scale_init is not None:
       raise ValueError("scale_init was given but create_scale=False.")
     if not create_offset and offset_init is not None:
@@ -170,28 +183,33 @@ class BatchNorm(hk.Module):
     """
     inputs = jnp.asarray(inputs)
     alg = self.algebra
-    check_algebra_input(inputs, alg, "BatchNorm", "[B, ..., C, D]", min_ndim=3)
-    c, d = inputs.shape[-2], alg.dim
+    d = alg.dim
     sdt = _stats_dtype(inputs.dtype)
-    x = inputs.astype(sdt)
-    axes = tuple(range(inputs.ndim - 2))
+    if self.folded:
+      x, c, to_cd, from_cd = _folded_view(inputs.astype(sdt), alg)    # [B, Col, M, K]
+      axes = (0, 2)
+    else:
+      check_algebra_input(inputs, alg, "BatchNorm", "[B, ..., C, D]", min_ndim=3)
+      x, c = inputs.astype(sdt), inputs.shape[-2]
+      to_cd = from_cd = lambda v: v
+      axes = tuple(range(inputs.ndim - 2))
     second_name, second_shape = (("cov", [c, d, d]) if self.whitening else ("var", [c, d]))
     second_init = _identity_init if self.whitening else jnp.ones
     running_mean = hk.get_state("mean", [c, d], sdt, init=jnp.zeros)
     running_second = hk.get_state(second_name, second_shape, sdt, init=second_init)
 
     if is_training or test_local_stats:
-      mean = self._pmean(jnp.mean(x, axes))                           # [C, D]
-      xc = x - mean
+      mean = self._pmean(to_cd(jnp.mean(x, axes)))                    # [C, D]
+      xc = x - from_cd(mean)
       if self.whitening:
-        m = int(np.prod(inputs.shape[:-2], dtype=np.int64))
-        second = jnp.einsum("...ci,...cj->cij", xc, xc, precision=_HIGHEST) / m  # [C, D, D]
+        m = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+        second = _covariance(xc, alg, self.folded) / m                # [C, D, D]
       else:
-        second = jnp.mean(jnp.square(xc), axes)                       # [C, D]
+        second = to_cd(jnp.mean(jnp.square(xc), axes))                # [C, D]
       second = self._pmean(second)
     else:
       mean, second = running_mean, running_second
-      xc = x - mean
+      xc = x - from_cd(mean)
 
     if is_training:
       decay = self.decay_rate
@@ -205,15 +223,74 @@ class BatchNorm(hk.Module):
       if self.create_scale:
         gamma = hk.get_parameter("scale", [c, d, d], dtype, init=self.scale_init)
         mat = jnp.matmul(gamma.astype(sdt), mat, precision=_HIGHEST)  # Γ V^{-1/2}
-      out = jnp.einsum("cij,...cj->...ci", mat, xc, precision=_HIGHEST)  # [..., C, D]
+      out = _whiten(mat, xc, alg, self.folded)
     else:
       inv = jax.lax.rsqrt(second + self.eps)                          # [C, D]
       if self.create_scale:
         inv = inv * hk.get_parameter("scale", [c, d], dtype, init=self.scale_init).astype(sdt)
-      out = xc * inv
+      out = xc * from_cd(inv)
     if self.create_offset:
-      out = out + hk.get_parameter("offset", [c, d], dtype, init=self.offset_init).astype(sdt)
-    return out.astype(dtype)
+      offset = hk.get_parameter("offset", [c, d], dtype, init=self.offset_init)
+      out = out + from_cd(offset.astype(sdt))
+    return out.reshape(inputs.shape).astype(dtype)
+
+
+def _folded_view(x, alg):
+  """Folded M_n(B) activations [B·n, ..., C·n, Db] as a view [B, Col, M, K].
+
+  K = C·Row·Db: keeping (C, Row, Db) merged on the minor axis makes the
+  reductions as fast as on unfolded activations (a 6-D view with a size-1
+  minor axis for B = R measured 1.5-2× slower on CPU). Returns (view, C,
+  to_cd, from_cd): to_cd maps per-element statistics of the view, [Col, K], to
+  the usual [C, D] (D ordered row, column, base component); from_cd maps [C, D]
+  back to [Col, 1, K], broadcastable against the view.
+  """
+  n, base = alg.matrix_base
+  if (x.ndim < 3 or x.shape[-1] != base.dim or x.shape[0] % n or x.shape[-2] % n):
+    raise ValueError(
+        f"BatchNorm(folded=True) expects algebra {alg.name!r} inputs in the folded layout "
+        f"[B·{n}, ..., C·{n}, {base.dim}] (see ops.fold); got shape {tuple(x.shape)}.")
+  b, c, db = x.shape[0] // n, x.shape[-2] // n, base.dim
+  m = int(np.prod(x.shape[1:-2], dtype=np.int64))
+  view = x.reshape(b, n, m, c * n * db)                               # [B, Col, M, (C, Row, Db)]
+
+  def to_cd(v):                                                       # [Col, (C, Row, Db)]
+    v = jnp.transpose(v.reshape(n, c, n, db), (1, 2, 0, 3))           # [C, Row, Col, Db]
+    return v.reshape(c, n * n * db)                                   # [C, D]
+
+  def from_cd(v):                                                     # [C, D]
+    v = jnp.transpose(v.reshape(c, n, n, db), (2, 0, 1, 3))           # [Col, C, Row, Db]
+    return v.reshape(n, 1, c * n * db)                                # [Col, 1, K]
+
+  return view, c, to_cd, from_cd
+
+
+def _unmerge(xc, alg):
+  """The folded view [B, Col, M, K] as [B, Col, M, C, Row, Db]."""
+  n, base = alg.matrix_base
+  b, _, m, k = xc.shape
+  return xc.reshape(b, n, m, k // (n * base.dim), n, base.dim)
+
+
+def _covariance(xc, alg, folded):
+  """Σ over samples of xc_i xc_j per channel: [C, D, D] (not yet divided by the count)."""
+  if not folded:
+    return jnp.einsum("...ci,...cj->cij", xc, xc, precision=_HIGHEST)
+  x6 = _unmerge(xc, alg)                                              # [B, Col, M, C, Row, Db]
+  c, d = x6.shape[3], alg.dim
+  cov = jnp.einsum("bkmcrp,bKmcRP->crkpRKP", x6, x6, precision=_HIGHEST)  # [C, R, K, P, ...]
+  return cov.reshape(c, d, d)
+
+
+def _whiten(mat, xc, alg, folded):
+  """mat [C, D, D] applied to every element of xc (unfolded [..., C, D] or folded view)."""
+  if not folded:
+    return jnp.einsum("cij,...cj->...ci", mat, xc, precision=_HIGHEST)  # [..., C, D]
+  n, base = alg.matrix_base
+  x6 = _unmerge(xc, alg)                                              # [B, Col, M, C, Row, Db]
+  mat = mat.reshape(x6.shape[3], n, n, base.dim, n, n, base.dim)      # [C, R, K, P, r, k, p]
+  out = jnp.einsum("cRKPrkp,bkmcrp->bKmcRP", mat, x6, precision=_HIGHEST)
+  return out.reshape(xc.shape)                                        # [B, Col, M, K]
 
 
 # --------------------------------------------------------------- LayerNorm
