@@ -16,6 +16,12 @@ setuptools.setup(
         "optax>=0.2",
         "ml-collections>=0.1.1",
         "numpy>=1.24",
+        # Training: checkpoints, TensorBoard event files, the quickstart's plot.
+        "orbax-checkpoint>=0.12",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+        "tqdm>=4.60",
+        "absl-py>=1.0",
     ],
     extras_require={
         # The image input pipelines (TFDS ImageNet/CIFAR, image folders) through tf.data.

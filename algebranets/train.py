@@ -1,0 +1,126 @@
+r"""Command line: train and/or evaluate one experiment config.
+
+  python -m algebranets.train --config=configs/<experiment>.py:<algebra>[,debug][,key=value...] \
+      --workdir=DIR [--config.a.b=value ...] [--mode=train|eval|train_and_eval]
+
+e.g. python -m algebranets.train --config=configs/enwik8_transformer_xl.py:m2r,match=params \
+         --workdir=/tmp/enwik8_m2r --config.train.batch_size=32
+
+--mode: train_and_eval (default) trains, evaluating every `eval.eval_every` steps and at the end;
+train skips the evals; eval evaluates the workdir's latest (or `--config.eval.checkpoint=best`)
+checkpoint on every eval split of the dataset. Running again with the same --workdir resumes.
+
+Several hosts: start one process per host with --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES,
+$JAX_PROCESS_ID), or with --distributed alone where JAX detects the cluster (Cloud TPU, Slurm,
+Open MPI).
+
+This module only parses flags; the work is `training.train.train_and_evaluate(config, workdir)`
+and `training.train.evaluate(config, workdir)`.
+"""
+
+import difflib
+import importlib.util
+import logging as std_logging
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from algebranets.training import config_lib
+from algebranets.training import distributed
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "experiment config: configs/<experiment>.py:<algebra>[,debug][,key=value]",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and logs")
+_MODE = flags.DEFINE_enum("mode", "train_and_eval", config_lib.MODES, "what to do")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "HOST:PORT of process 0, for multi-host runs")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes of a multi-host run")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0..N-1")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "let JAX detect the cluster (Cloud TPU, Slurm, Open MPI)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _load_config(spec: str):
+  """get_config(arg) of 'path.py[:arg]', as config_flags will load it."""
+  path, _, arg = spec.partition(":")
+  if not pathlib.Path(path).is_file():
+    raise ValueError(f"--config={spec}: no config file {path}")
+  module_spec = importlib.util.spec_from_file_location("_algebranets_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _check_override(config, dotted: str) -> None:
+  """ValueError naming the valid keys if --config.<dotted> is not a field of the config."""
+  node, done = config, []
+  for key in dotted.split("."):
+    keys = sorted(node.keys()) if hasattr(node, "keys") else []
+    if key not in keys:
+      where = "config" + "".join(f".{k}" for k in done)
+      close = difflib.get_close_matches(key, keys, n=3)
+      hint = f" (did you mean {', '.join(close)}?)" if close else ""
+      raise ValueError(f"--config.{dotted}: {where} has no key {key!r}{hint}; valid keys: "
+                       f"{keys}")
+    node = node[key]
+    done.append(key)
+
+
+def parse_flags(argv):
+  """absl flag parsing, after checking the config argument and every --config.* override.
+
+  ml_collections would fail on an unknown key with a bare AttributeError; this names the
+  valid keys (and a bad algebra or argument key, through get_config's ValueError).
+  """
+  spec, overrides = None, []
+  for i, a in enumerate(argv[1:], 1):
+    if a.startswith("--config="):
+      spec = a[len("--config="):]
+    elif a == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+    elif a.startswith(("--config.", "--noconfig.")):
+      overrides.append(a.split("=", 1)[0].split("config.", 1)[1])
+  try:
+    if spec:
+      config = _load_config(spec)
+      for dotted in overrides:
+        _check_override(config, dotted)
+    return flags.FLAGS(argv)
+  except (ValueError, flags.Error) as e:
+    sys.stderr.write(f"FATAL: {e}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Libraries that log through absl (orbax: several lines per checkpoint) speak up only for
+  # warnings; this program's own log ("algebranets") stays at INFO.
+  std_logging.getLogger("absl").setLevel(std_logging.WARNING)
+  std_logging.getLogger("algebranets").setLevel(std_logging.INFO)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         auto=_DISTRIBUTED.value)
+  # Imported after the distributed set-up: nothing may touch the devices before it.
+  from algebranets.training import train  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  std_logging.getLogger("algebranets").info("mode %s, workdir %s", _MODE.value, _WORKDIR.value)
+  try:
+    if _MODE.value == "eval":
+      train.evaluate(config, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(config, _WORKDIR.value,
+                               evaluate_during_training=_MODE.value == "train_and_eval")
+  except (FileNotFoundError, train.NonFiniteLossError) as e:
+    # Missing data or checkpoints, or a diverged run: the message says it all.
+    std_logging.getLogger("algebranets").error("%s: %s", type(e).__name__, e)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,150 @@
+"""What every experiment config shares: the argument syntax and the blocks the trainer reads.
+
+An experiment is one file `configs/<experiment>.py` with `get_config(arg)`; the CLI loads it as
+`--config=configs/<experiment>.py:<arg>` and `--config.a.b=value` overrides any field. The
+argument is
+
+    <algebra>[,debug][,match=none|params|macs][,width=W][,<key>=<value>...]
+
+  algebra   a registered algebra name (algebras.names(): r, c, h, m2r, ...); first, required
+  debug     the CPU-sized variant: a tiny model and a few steps, for smoke tests
+  match     size the algebra model like the real model of the config: "params" (equal real
+            parameters) or "macs" (equal multiply-adds); "none" (default) keeps the config's
+            width. Image models change their width; Transformer-XL its d_model/d_inner/d_head
+            ("width" there: the real activation width of the reference)
+  width     width multiplier of an image model (before matching: the reference's width)
+  folder    image experiments: train on the image folder PATH/<split>/<label>/*.jpg|png
+            (split "train", the other splits evaluated) instead of the TFDS dataset
+  others    per experiment (e.g. `depth=56` for CIFAR ResNets), listed in its docstring
+
+Unknown algebras, flags and keys raise ValueError naming the valid choices.
+
+The blocks (`base_config`), read by `training.train` and nowhere else:
+
+  experiment, algebra, match, seed
+  task       name (a key of training.tasks.TASKS) + the task's options
+  model      name (models.MODELS / tasks.LM_MODELS) + the model's constructor arguments
+  data       name (data.DATASETS) + the dataset builder's keyword arguments ("" = the
+             builder's default, e.g. data_dir="" lets TFDS use ~/tensorflow_datasets)
+  train      batch_size (global), num_steps or num_epochs, log_every, eval_every (0: at the
+             end only), checkpoint_every, preempt_at_step (testing: act as if SIGTERM came
+             after that step)
+  eval       batch_size (global), splits (evaluated during training, () for all of the
+             dataset's; --mode=eval does every split of the dataset), checkpoint ("latest" or
+             "best", for --mode=eval)
+  optimizer  see training.optim (name, lr, lr_batch_scale, schedule, warmup_steps or
+             warmup_epochs, weight decay by name patterns, grad_clip_norm, ...)
+  checkpoint keep (the latest K), keep_best, best_metric ("<split>/<metric>",
+             default the task's main metric on the first eval split), best_mode, async_save
+  mixed_precision  compute_dtype: "float32" or "bfloat16" (parameters stay float32)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import ml_collections
+
+from algebranets import algebras
+
+MODES = ("train", "eval", "train_and_eval")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _bool(v: str) -> bool:
+  if v.lower() in ("1", "true", "yes"):
+    return True
+  if v.lower() in ("0", "false", "no"):
+    return False
+  raise ValueError(f"expected a boolean (true/false), got {v!r}")
+
+
+COMMON_KEYS: Dict[str, Callable[[str], Any]] = {"match": str, "width": float}
+# Image experiments also take folder=PATH: train on an image folder PATH/<split>/<label>/*.jpg
+# (split "train"; every other split directory is evaluated) instead of the TFDS dataset.
+IMAGE_KEYS: Dict[str, Callable[[str], Any]] = {"folder": str}
+
+
+def image_data(args: Mapping[str, Any], *, tfds_name: str, tfds_eval_split: str,
+               image_size: int, recipe: str, **tfds_kwargs) -> tuple:
+  """(config.data, config.eval.splits) of an image experiment: TFDS, or args["folder"].
+
+  An image folder's eval splits are its directories other than "train" (eval.splits () means
+  every eval split of the dataset).
+  """
+  if args.get("folder"):
+    return dict(name="image_folder", root=args["folder"], image_size=image_size,
+                recipe=recipe, **{k: v for k, v in tfds_kwargs.items() if k in ("mean", "std")}
+                ), ()
+  return dict(name=tfds_name, data_dir="", image_size=image_size, recipe=recipe,
+              **tfds_kwargs), (tfds_eval_split,)
+
+
+def parse_arg(arg: Optional[str], *, keys: Optional[Mapping[str, Callable[[str], Any]]] = None,
+              match_kinds: Sequence[str] = ("none", "params", "macs"),
+              defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+  """Parses '<algebra>[,debug][,key=value...]' (see the module docstring).
+
+  Args:
+    arg: the text after ':' in --config=file.py:<arg>.
+    keys: extra key -> converter accepted by this experiment (besides match and width).
+    match_kinds: accepted values of match.
+    defaults: values of keys that are not given.
+
+  Returns:
+    {"algebra": name, "debug": bool, "match": str, **keys given or defaulted}.
+  """
+  allowed = dict(COMMON_KEYS, **(keys or {}))
+  parts = [p.strip() for p in (arg or "").split(",")]
+  if not parts[0]:
+    raise ValueError("the config argument must start with an algebra, e.g. "
+                     f"--config=configs/<experiment>.py:m2r; algebras: {list(algebras.names())}")
+  out: Dict[str, Any] = {"match": "none", **(defaults or {})}
+  out["algebra"] = algebras.get(parts[0]).name  # ValueError naming the algebras
+  out["debug"] = False
+  for part in parts[1:]:
+    if part == "debug":
+      out["debug"] = True
+      continue
+    if "=" not in part:
+      raise ValueError(f"unknown config argument {part!r}: expected 'debug' or key=value with "
+                       f"key in {sorted(allowed)}")
+    key, value = (s.strip() for s in part.split("=", 1))
+    if key not in allowed:
+      raise ValueError(f"unknown config argument key {key!r}; valid keys: {sorted(allowed)} "
+                       "(and the flag 'debug')")
+    try:
+      out[key] = allowed[key](value)
+    except ValueError as e:
+      raise ValueError(f"bad value for config argument {key}={value!r}: {e}") from e
+  if out["match"] not in match_kinds:
+    raise ValueError(f"unknown match {out['match']!r}; choices: {list(match_kinds)}")
+  return out
+
+
+def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, Any],
+                model: Mapping[str, Any], data: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Every block with its defaults; experiments then set what their recipe says."""
+  c = ml_collections.ConfigDict()
+  c.experiment = experiment
+  c.algebra = args["algebra"]
+  c.match = args.get("match", "none")
+  c.seed = 0
+  c.task = ml_collections.ConfigDict(dict(task))
+  c.model = ml_collections.ConfigDict(dict(model))
+  c.data = ml_collections.ConfigDict(dict(data))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=256, num_steps=0, num_epochs=0.0, log_every=100, eval_every=0,
+      checkpoint_every=1000, preempt_at_step=0, partitionable_rng=True))
+  c.eval = ml_collections.ConfigDict(dict(batch_size=256, splits=("valid",),
+                                          checkpoint="latest"))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", lr=0.1, lr_batch_scale=0, schedule="cosine", warmup_steps=0,
+      warmup_epochs=0.0, end_lr_ratio=0.0, decay_boundaries=(0.5, 0.75), decay_factor=0.1,
+      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8, decay=0.9,
+      weight_decay=0.0, weight_decay_include=r"/w$", weight_decay_exclude="",
+      grad_clip_norm=0.0))
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      keep=3, keep_best=1, best_metric="", best_mode="", async_save=True))
+  c.mixed_precision = ml_collections.ConfigDict(dict(compute_dtype="float32"))
+  return c

@@ -1,0 +1,293 @@
+"""Training tasks: a model, its loss, its carried state and its evaluation metrics.
+
+`TASKS` maps `config.task.name` to a class; `build(config, dataset)` makes one. A task holds
+only pure functions of arrays (the jitted steps in `step` call them) and the model's resolved
+sizes; it reads the config once, in its constructor.
+
+  classification   image models of `models.MODELS` (ResNet, MobileNet): softmax cross-entropy
+                   with label smoothing; batch-norm statistics as Haiku state; metrics top-1
+                   and top-5 accuracy. Batches {"image" [B, S, S, 3], "label" [B], "mask"}.
+  language_model   Transformer-XL: mean negative log-likelihood per token; the memories are
+                   carried from each training batch to the next (train state `carry`, rows
+                   sharded with the data rows, so each host keeps the memories of the streams
+                   it reads); evaluation runs a second copy of the model with the longer eval
+                   memory (`eval_mem_len`, `eval_clamp_len`, `eval_same_length`, as the
+                   reference eval scripts) over each split from a fresh memory. Metrics: nll
+                   (nats per token), bpc = nll / ln 2 (bits per character for byte corpora),
+                   ppl = exp(nll) (word-level perplexity). Batches {"inputs", "targets" [B, T],
+                   "mask"}.
+
+Memories start as zeros of their full length, as in the TF reference (train_gpu.py): the step
+then has one shape from the first batch on (one compilation, and a state that checkpoints the
+same at every step).
+
+Width matching (`config.match`: "none", "params", "macs"; for Transformer-XL also "width"): the
+model in config.model, built in the real numbers, is the reference; the algebra model gets the
+width (image models) or the d_model/d_inner/d_head (Transformer-XL) that matches its real
+parameters or multiply-adds (`models.match_image_model`, `transformer_xl.matched_config`).
+`resolve` writes the result into the config, so the saved config says what was trained.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from algebranets import algebras
+from algebranets import costs as costs_lib
+from algebranets import models
+from algebranets.models import transformer_xl
+
+MATCH_KINDS = ("none", "params", "macs")
+LM_MATCH_KINDS = MATCH_KINDS + ("width",)
+
+# Language models by config.model.name (models.LANGUAGE_MODELS: "transformer_xl").
+LM_MODELS: Dict[str, Callable[..., hk.Module]] = models.LANGUAGE_MODELS
+
+
+def _model_kwargs(config) -> dict:
+  kwargs = config.model.to_dict()
+  kwargs.pop("name")
+  return kwargs
+
+
+def _check_match(match: str, kinds) -> str:
+  if match not in kinds:
+    raise ValueError(f"unknown match {match!r}; choices: {list(kinds)}")
+  return match
+
+
+# ----------------------------------------------------------------------------- classification
+class ClassificationTask:
+  """Image classification (see the module docstring)."""
+  name = "classification"
+  unit = "examples"
+
+  @staticmethod
+  def best_metric(dataset) -> Tuple[str, str]:
+    """(metric, "min" or "max") that ranks checkpoints."""
+    del dataset
+    return "top1", "max"
+
+  def __init__(self, config, dataset):
+    self.algebra = algebras.get(config.algebra)
+    if config.model.name not in models.MODELS:
+      raise ValueError(f"unknown image model {config.model.name!r}; models: "
+                       f"{sorted(models.MODELS)}")
+    self.constructor = models.MODELS[config.model.name]
+    self.model_kwargs = _model_kwargs(config)
+    self.num_classes = int(dataset.num_classes)
+    self.image_size = int(dataset.image_size)
+    self.label_smoothing = float(config.task.get("label_smoothing", 0.0))
+    self.compute_dtype = jnp.dtype(config.mixed_precision.compute_dtype)
+    self.net = hk.transform_with_state(self._forward)
+
+  @staticmethod
+  def resolve(config, dataset) -> None:
+    """Fills in num_classes and (with config.match) the matched width, in place."""
+    config.model.num_classes = int(dataset.num_classes)
+    match = _check_match(config.get("match", "none"), MATCH_KINDS)
+    if match == "none" or algebras.get(config.algebra).dim == 1:
+      return
+    kwargs = _model_kwargs(config)
+    width = kwargs.pop("width", 1.0)
+    kwargs.pop("num_classes")
+    result = models.match_image_model(
+        models.MODELS[config.model.name], config.algebra, match=match, reference_width=width,
+        image_size=int(dataset.image_size), num_classes=int(dataset.num_classes), **kwargs)
+    config.model.width = float(result.width)
+
+  def _forward(self, images, is_training):
+    model = self.constructor(algebra=self.algebra, **self.model_kwargs)
+    return model(images, is_training)
+
+  def batch_spec(self, batch_size: int, train: bool) -> dict:
+    s = self.image_size
+    spec = {"image": jax.ShapeDtypeStruct((batch_size, s, s, 3), jnp.float32),
+            "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+    if not train:
+      spec["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_)
+    return spec
+
+  def units(self, batch: dict) -> int:
+    return int(batch["image"].shape[0])
+
+  def init(self, rng, batch) -> Tuple[Any, Any]:
+    return self.net.init(rng, batch["image"], True)
+
+  def init_carry(self, batch_size: int, train: bool) -> Any:
+    del batch_size, train
+    return ()
+
+  def loss(self, params, model_state, carry, batch, rng):
+    """Label-smoothed cross-entropy on a training batch."""
+    images = batch["image"].astype(self.compute_dtype)
+    logits, model_state = self.net.apply(params, model_state, rng, images, True)
+    logits = logits.astype(jnp.float32)                              # [B, K]
+    labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes),
+                                 self.label_smoothing)
+    loss = jnp.mean(optax.softmax_cross_entropy(logits, labels))
+    top1 = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+    return loss, ({"top1": top1}, model_state, carry)
+
+  def eval_sums(self, params, model_state, carry, batch):
+    """Sums over the unmasked examples: cross-entropy (unsmoothed), top-1/top-5 hits, count."""
+    images = batch["image"].astype(self.compute_dtype)
+    logits, _ = self.net.apply(params, model_state, None, images, False)
+    logits = logits.astype(jnp.float32)
+    labels = batch["label"]
+    mask = batch["mask"].astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    k = min(5, self.num_classes)
+    # Rank of the true class: how many logits beat it (ties count against it).
+    true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    rank = jnp.sum(logits > true, axis=-1)
+    sums = {"loss": jnp.sum(ce * mask), "top1": jnp.sum((rank < 1) * mask),
+            "top5": jnp.sum((rank < k) * mask), "count": jnp.sum(mask)}
+    return sums, carry
+
+  @staticmethod
+  def summarize(sums: Dict[str, float]) -> Dict[str, float]:
+    n = max(float(sums["count"]), 1.0)
+    return {"loss": float(sums["loss"]) / n, "top1": float(sums["top1"]) / n,
+            "top5": float(sums["top5"]) / n, "examples": float(sums["count"])}
+
+  def costs(self) -> Dict[str, float]:
+    """Real parameters and multiply-adds per image."""
+    images = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
+    report = costs_lib.model_costs(lambda x: self._forward(x, False), images)
+    return {"params": int(report.total_params), "macs_per_example": int(report.macs)}
+
+
+# ----------------------------------------------------------------------------- language model
+class LanguageModelTask:
+  """Transformer-XL language modelling (see the module docstring)."""
+  name = "language_model"
+  unit = "tokens"
+
+  def __init__(self, config, dataset):
+    self.algebra = algebras.get(config.algebra)
+    if config.model.name not in LM_MODELS:
+      raise ValueError(f"unknown language model {config.model.name!r}; models: "
+                       f"{sorted(LM_MODELS)}")
+    self.constructor = LM_MODELS[config.model.name]
+    self.model_kwargs = _model_kwargs(config)
+    self.seq_len = int(dataset.seq_len)
+    self.eval_seq_len = int(dataset.eval_seq_len)
+    task = config.task
+    self.mem_len = int(self.model_kwargs.get("mem_len", 0))
+    self.eval_kwargs = dict(self.model_kwargs)
+    self.eval_kwargs.update(
+        mem_len=int(task.get("eval_mem_len", 0) or self.mem_len),
+        clamp_len=int(task.get("eval_clamp_len", self.model_kwargs.get("clamp_len", -1))),
+        same_length=bool(task.get("eval_same_length", False)))
+    self.eval_mem_len = self.eval_kwargs["mem_len"]
+    self.compute_dtype = jnp.dtype(config.mixed_precision.compute_dtype)
+    self.net = hk.transform_with_state(self._forward(self.model_kwargs))
+    self.eval_net = hk.transform_with_state(self._forward(self.eval_kwargs))
+
+  @staticmethod
+  def best_metric(dataset) -> Tuple[str, str]:
+    """bpc for byte corpora, perplexity for word-level ones."""
+    return ("bpc", "min") if dataset.vocab is None else ("ppl", "min")
+
+  @staticmethod
+  def resolve(config, dataset) -> None:
+    """Fills in vocab_size and (with config.match) the matched sizes, in place."""
+    config.model.vocab_size = int(dataset.vocab_size)
+    match = _check_match(config.get("match", "none"), LM_MATCH_KINDS)
+    if match == "none" or algebras.get(config.algebra).dim == 1:
+      return
+    reference = _model_kwargs(config)
+    matched = transformer_xl.matched_config(reference, config.algebra, match,
+                                            seq_len=int(dataset.seq_len))
+    for key in ("d_model", "d_inner", "d_head", "d_embed"):
+      if key in matched and matched[key] is not None:
+        config.model[key] = int(matched[key])
+
+  def _forward(self, kwargs):
+    def forward(inputs, mems, is_training, targets):
+      model = self.constructor(algebra=self.algebra, **kwargs)
+      return model(inputs, mems, is_training, targets=targets)
+    return forward
+
+  def batch_spec(self, batch_size: int, train: bool) -> dict:
+    t = self.seq_len if train else self.eval_seq_len
+    spec = {"inputs": jax.ShapeDtypeStruct((batch_size, t), jnp.int32),
+            "targets": jax.ShapeDtypeStruct((batch_size, t), jnp.int32)}
+    if not train:
+      spec["mask"] = jax.ShapeDtypeStruct((batch_size, t), jnp.bool_)
+    return spec
+
+  def units(self, batch: dict) -> int:
+    return int(np.prod(batch["inputs"].shape))
+
+  def init(self, rng, batch) -> Tuple[Any, Any]:
+    mems = self._mems_or_none(self.init_carry(batch["inputs"].shape[0], True))
+    return self.net.init(rng, batch["inputs"], mems, False, batch["targets"])
+
+  def init_carry(self, batch_size: int, train: bool) -> Any:
+    """Zero memories: one [B, M, C, D] per layer (M = mem_len or eval_mem_len); () if M = 0."""
+    m = self.mem_len if train else self.eval_mem_len
+    if not m:
+      return ()
+    kw = self.model_kwargs
+    shape = (batch_size, m, int(kw["d_model"]), self.algebra.dim)
+    return tuple(jnp.zeros(shape, self.compute_dtype) for _ in range(int(kw["n_layers"])))
+
+  @staticmethod
+  def _mems_or_none(carry):
+    return carry if carry else None
+
+  def loss(self, params, model_state, carry, batch, rng):
+    """Mean nll per token of a training segment; the new memories are the next carry."""
+    (nll, mems), model_state = self.net.apply(
+        params, model_state, rng, batch["inputs"], self._mems_or_none(carry), True,
+        batch["targets"])
+    loss = jnp.mean(nll.astype(jnp.float32))
+    return loss, ({"bpc": loss / math.log(2)}, model_state, tuple(mems) if mems else ())
+
+  def eval_sums(self, params, model_state, carry, batch):
+    """Sums over the unmasked tokens: nll (nats) and count; the eval memories carried on."""
+    (nll, mems), _ = self.eval_net.apply(
+        params, model_state, None, batch["inputs"], self._mems_or_none(carry), False,
+        batch["targets"])
+    mask = batch["mask"].astype(jnp.float32)
+    sums = {"nll": jnp.sum(nll.astype(jnp.float32) * mask), "count": jnp.sum(mask)}
+    return sums, (tuple(mems) if mems else ())
+
+  @staticmethod
+  def summarize(sums: Dict[str, float]) -> Dict[str, float]:
+    n = max(float(sums["count"]), 1.0)
+    nll = float(sums["nll"]) / n
+    return {"nll": nll, "bpc": nll / math.log(2), "ppl": math.exp(min(nll, 700.0)),
+            "tokens": float(sums["count"])}
+
+  def costs(self) -> Dict[str, float]:
+    """Real parameters and weight-layer multiply-adds per token (training segment, full mem)."""
+    report = transformer_xl.model_costs(self.model_kwargs, self.algebra, seq_len=self.seq_len)
+    return {"params": int(report.total_params),
+            "macs_per_token": report.macs / float(self.seq_len)}
+
+
+TASKS: Dict[str, Any] = {
+    "classification": ClassificationTask,
+    "language_model": LanguageModelTask,
+}
+
+
+def get(name: str):
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
+  return TASKS[name]
+
+
+def build(config, dataset):
+  """The task of `config.task.name` for the resolved config and its dataset."""
+  return get(config.task.name)(config, dataset)

@@ -1,0 +1,422 @@
+"""The training loop: `train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`.
+
+The config (configs/*.py, see `config_lib`) enters here and nowhere else. A run:
+
+  1. builds the dataset (`data.build(config.data.name, **config.data)`) and resolves what
+     depends on it -- classes or vocabulary, matched widths, steps from epochs, the best-metric
+     name -- into a copy of the config, which is logged and saved as workdir/config.json;
+  2. builds the task, the optimiser and the jitted steps on a mesh of every device;
+  3. restores the latest checkpoint in workdir/checkpoints, or initialises from config.seed;
+  4. trains from that step on: batch s is a function of s (and the seed), so a resumed run
+     continues exactly where the uninterrupted one would be;
+  5. logs metrics every `log_every` steps (and first checks that every loss since the last
+     check is finite: a non-finite loss stops the run with its step number, before anything
+     is saved, so the last checkpoint is the last good state); evaluates every `eval_every`
+     steps and at the end; saves every `checkpoint_every` steps, after every eval (with its
+     metrics, for keep-best), at the end, and on SIGTERM/SIGINT, after which it returns
+     normally (preemption is not an error).
+
+Workdir: config.json, model.json (sizes), metrics.jsonl, tensorboard/, checkpoints/,
+eval_<step>.json (from `evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import signal
+import threading
+from typing import Any, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from algebranets import data as data_lib
+from algebranets.training import checkpoint as checkpoint_lib
+from algebranets.training import config_lib
+from algebranets.training import distributed
+from algebranets.training import metrics as metrics_lib
+from algebranets.training import optim
+from algebranets.training import step as step_lib
+from algebranets.training import tasks as tasks_lib
+
+log = logging.getLogger("algebranets")
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; the message names the step."""
+
+
+# ----------------------------------------------------------------------------- set-up
+def build_dataset(config):
+  """data.build(config.data.name, **the other fields), "" fields left to the builder's default."""
+  kwargs = {k: v for k, v in config.data.to_dict().items() if v != ""}
+  name = kwargs.pop("name")
+  return data_lib.build(name, **kwargs)
+
+
+def _steps_per_epoch(dataset, batch_size: int) -> float:
+  """Training steps per epoch (batches of `batch_size` examples or token rows)."""
+  if hasattr(dataset, "steps_per_epoch"):
+    return float(dataset.steps_per_epoch(batch_size))
+  return dataset.num_examples(dataset.train_split) / batch_size
+
+
+def resolve_config(config, dataset) -> ml_collections.ConfigDict:
+  """A copy of `config` with everything that depends on the dataset filled in (see module)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  task_cls = tasks_lib.get(config.task.name)
+  if config.mixed_precision.compute_dtype not in config_lib.COMPUTE_DTYPES:
+    raise ValueError(f"unknown mixed_precision.compute_dtype "
+                     f"{config.mixed_precision.compute_dtype!r}; choices: "
+                     f"{list(config_lib.COMPUTE_DTYPES)}")
+  if config.eval.checkpoint not in ("latest", "best"):
+    raise ValueError(f"unknown eval.checkpoint {config.eval.checkpoint!r}; choices: "
+                     "['latest', 'best']")
+  if not config.eval.splits:
+    config.eval.splits = tuple(dataset.eval_splits)
+  for split in config.eval.splits:
+    if split not in dataset.eval_splits:
+      raise ValueError(f"eval split {split!r} is not in {dataset.name}; splits: "
+                       f"{list(dataset.eval_splits)}")
+  task_cls.resolve(config, dataset)
+  train = config.train
+  if train.num_steps <= 0:
+    if train.num_epochs <= 0:
+      raise ValueError("set train.num_steps or train.num_epochs (> 0)")
+    per_epoch = _steps_per_epoch(dataset, train.batch_size)
+    train.num_steps = max(1, int(math.ceil(train.num_epochs * per_epoch)))
+  opt = config.optimizer
+  if opt.warmup_epochs > 0:
+    per_epoch = _steps_per_epoch(dataset, train.batch_size)
+    opt.warmup_steps = int(round(opt.warmup_epochs * per_epoch))
+    opt.warmup_steps = min(opt.warmup_steps, train.num_steps - 1)
+  if not config.checkpoint.best_metric and config.eval.splits:
+    metric, mode = task_cls.best_metric(dataset)
+    config.checkpoint.best_metric = f"{config.eval.splits[0]}/{metric}"
+    config.checkpoint.best_mode = config.checkpoint.best_mode or mode
+  config.checkpoint.best_mode = config.checkpoint.best_mode or "min"
+  return config
+
+
+class _Run:
+  """Everything a run builds from its resolved config, shared by training and evaluation."""
+
+  def __init__(self, config, workdir, mesh, dataset):
+    self.config, self.workdir, self.mesh = config, pathlib.Path(workdir), mesh
+    self.dataset = dataset
+    self.is_main = jax.process_index() == 0
+    self.task = tasks_lib.build(config, dataset)
+    self.batch_size = distributed.check_batch_size(config.train.batch_size, mesh,
+                                                   "train.batch_size")
+    self.num_steps = int(config.train.num_steps)
+    self.tx, self.schedule = optim.build(config.optimizer, self.num_steps, self.batch_size)
+    self.compute_dtype = jnp.dtype(config.mixed_precision.compute_dtype)
+    self.init_state, self.abstract_state, self.shardings = step_lib.make_init(
+        self.task, self.tx, mesh, self.batch_size)
+    ck = config.checkpoint
+    self.checkpointer = checkpoint_lib.Checkpointer(
+        self.workdir / CHECKPOINT_DIR, keep=ck.keep, keep_best=ck.keep_best,
+        best_metric=ck.best_metric or None, best_mode=ck.best_mode, async_save=ck.async_save)
+    self.eval_step = step_lib.make_eval_step(self.task, mesh, self.compute_dtype)
+
+  def restore_or_init(self, step: Optional[int] = None):
+    latest = self.checkpointer.latest_step() if step is None else step
+    if latest is None:
+      return self.init_state(jax.random.PRNGKey(self.config.seed)), False
+    return self.checkpointer.restore(self.abstract_state, latest), True
+
+  def evaluate_split(self, state, split: str) -> Dict[str, float]:
+    """The task's metrics over every example (token) of `split`."""
+    batch_size = distributed.check_batch_size(self.config.eval.batch_size, self.mesh,
+                                              "eval.batch_size")
+    rows = distributed.batch_sharded(self.mesh)
+    carry = jax.jit(lambda: self.task.init_carry(batch_size, False), out_shardings=rows)()
+    totals: Dict[str, float] = {}
+    pending = None
+
+    def add(sums):
+      for k, v in distributed.tree_to_host(sums).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+
+    for local in self.dataset.eval_batches(split, batch_size,
+                                           process_index=jax.process_index(),
+                                           process_count=jax.process_count()):
+      batch = distributed.global_batch(local, self.mesh)
+      sums, carry = self.eval_step(state.params, state.model_state, carry, batch)
+      if pending is not None:  # fetch one batch behind, so the device keeps working
+        add(pending)
+      pending = sums
+    if pending is not None:
+      add(pending)
+    return self.task.summarize(totals)
+
+  def save_config(self) -> None:
+    if not self.is_main:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    path = self.workdir / "config.json"
+    text = self.config.to_json_best_effort(indent=2, sort_keys=True)
+    if path.exists() and path.read_text() != text:
+      old = path.with_name("config.previous.json")
+      path.replace(old)
+      log.warning("the config differs from the one this workdir was started with; the old one "
+                  "is kept as %s", old)
+    path.write_text(text)
+
+
+def _model_summary(run: _Run, state) -> Dict[str, Any]:
+  costs = run.task.costs()
+  mask = optim.name_mask(state.params, run.config.optimizer.weight_decay_include,
+                         run.config.optimizer.weight_decay_exclude)
+  summary = dict(costs, algebra=run.config.algebra, model=run.config.model.to_dict(),
+                 weight_decay=(optim.describe_mask(state.params, mask)
+                               if run.config.optimizer.weight_decay else "none"),
+                 devices=int(run.mesh.devices.size), processes=jax.process_count())
+  return summary
+
+
+def _flat(split_metrics: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+  return {f"{split}/{k}": v for split, m in split_metrics.items() for k, v in m.items()}
+
+
+# ----------------------------------------------------------------------------- stop signals
+class StopSignal:
+  """SIGTERM / SIGINT set a flag (a second SIGINT interrupts at once).
+
+  `requested()` is collective in multi-process runs (every host must call it at the same
+  step): the run stops if any host got a signal, so all hosts save the same step together.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.flag = False
+    self._previous = {}
+
+  def _handler(self, signum, frame):
+    del frame
+    if signum == signal.SIGINT and self.flag:
+      raise KeyboardInterrupt
+    self.flag = True
+    log.warning("received %s: saving a checkpoint and stopping after this step",
+                signal.Signals(signum).name)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in self.SIGNALS:
+        self._previous[s] = signal.signal(s, self._handler)
+    return self
+
+  def __exit__(self, *exc):
+    for s, h in self._previous.items():
+      signal.signal(s, h)
+    self._previous.clear()
+    return False
+
+  def requested(self) -> bool:
+    if jax.process_count() == 1:
+      return self.flag
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    flags = multihost_utils.process_allgather(np.asarray([int(self.flag)], np.int32))
+    return bool(np.asarray(flags).any())
+
+
+# ----------------------------------------------------------------------------- training
+def train_and_evaluate(config, workdir, *, mesh=None, evaluate_during_training: bool = True
+                       ) -> Dict[str, Any]:
+  """Trains (resuming from workdir's latest checkpoint if any) and evaluates.
+
+  Args:
+    config: an experiment config (configs/*.py get_config).
+    workdir: where checkpoints, metrics and the resolved config go.
+    mesh: the device mesh; default every device of every host (tests pass a smaller one).
+    evaluate_during_training: False for --mode=train (no evals, so no best checkpoint).
+
+  Returns:
+    {"step", "train": last logged training metrics, "eval": {split: metrics} of the last eval,
+     "throughput": {"steps_per_s", "<unit>_per_s"} without compilation, evals and saves,
+     "preempted": stopped by a signal, "model": sizes, "config": the resolved config}.
+  """
+  mesh = mesh or distributed.make_mesh()
+  dataset = build_dataset(config)
+  config = resolve_config(config, dataset)
+  run = _Run(config, workdir, mesh, dataset)
+  ckpt = run.checkpointer
+  try:
+    state, resumed = run.restore_or_init()
+    start = int(distributed.to_host(state.step))
+    run.save_config()
+    model = _model_summary(run, state)
+    if run.is_main:
+      log.info("dataset: %s", dataset.description)
+      log.info("resolved config:\n%s", config)
+      log.info("model: %s", json.dumps(model))
+      (run.workdir / "model.json").write_text(json.dumps(model, indent=2))
+      log.info("%s at step %d of %d on %d device(s), %d process(es)",
+               "resuming" if resumed else "starting", start, run.num_steps,
+               mesh.devices.size, jax.process_count())
+    return _train_loop(run, state, start, model, evaluate_during_training)
+  finally:
+    ckpt.close()
+
+
+def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: bool):
+  config, task, ckpt = run.config, run.task, run.checkpointer
+  tc = config.train
+  writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_main, resume_step=start)
+  progress = metrics_lib.Progress(run.num_steps, start, task.unit, enabled=run.is_main)
+  train_step = step_lib.make_train_step(task, run.tx, run.schedule, run.shardings, run.mesh,
+                                        run.compute_dtype, bool(tc.partitionable_rng))
+  batches = run.dataset.train_batches(
+      run.batch_size, process_index=jax.process_index(), process_count=jax.process_count(),
+      start_step=start, seed=config.seed)
+  units_per_step = task.units(task.batch_spec(run.batch_size, train=True))
+  pending = []  # (step, device metrics) not yet checked and logged
+  last_train: Dict[str, float] = {}
+  last_eval: Dict[str, Dict[str, float]] = {}
+  timed = {"steps": 0, "seconds": 0.0, "intervals": 0}
+  preempted = False
+
+  def flush(step):
+    """Fetches the pending metrics, stops on a non-finite one, logs their mean."""
+    nonlocal last_train
+    if not pending:
+      return
+    host = [(s, distributed.tree_to_host(m)) for s, m in pending]
+    pending.clear()
+    for s, m in host:
+      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+        ckpt.wait()  # let the saves in flight land, so the message names the true latest
+        latest = ckpt.latest_step()
+        what = "loss" if not np.isfinite(m["loss"]) else "gradient norm"
+        raise NonFiniteLossError(
+            f"non-finite training {what} (loss {float(m['loss'])}, gradient norm "
+            f"{float(m['grad_norm'])}) at step {s} (the step that took the state from {s - 1} "
+            f"to {s}); stopping. The last good checkpoint is "
+            f"{'step ' + str(latest) if latest is not None else 'none'} in {ckpt.directory}.")
+    mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+    mean["lr"] = float(host[-1][1]["lr"])
+    rates, seconds = progress.update(step, units_per_step, mean)
+    timed["intervals"] += 1
+    if timed["intervals"] > 1:  # the first interval includes compilation
+      timed["steps"] += len(host)
+      timed["seconds"] += seconds
+    last_train = dict(mean, **rates)
+    writer.write(step, "train", last_train)
+
+  try:
+    with StopSignal() as stop:
+      for step in range(start, run.num_steps):
+        batch = distributed.global_batch(next(batches), run.mesh)
+        state, m = train_step(state, batch)
+        s = step + 1
+        pending.append((s, m))
+        last = s == run.num_steps
+        # Hosts agree on stopping at log steps (which wait for the device anyway); a single
+        # process checks its flag every step.
+        check = jax.process_count() == 1 or s % tc.log_every == 0
+        preempted = (check and stop.requested()) or s == tc.preempt_at_step
+        if s % tc.log_every == 0 or last or preempted:
+          flush(s)
+        eval_now = evaluate_during_training and bool(config.eval.splits) and (
+            last or (tc.eval_every and s % tc.eval_every == 0))
+        if eval_now:
+          flush(s)
+          last_eval = {split: run.evaluate_split(state, split) for split in config.eval.splits}
+          for split, values in last_eval.items():
+            writer.write(s, split, values)
+            progress.message(f"step {s} {split}: {metrics_lib.format_metrics(values)}")
+        if eval_now or last or preempted or s % tc.checkpoint_every == 0:
+          flush(s)  # never save a state before its losses are known to be finite
+          ckpt.save(s, state, metrics=_flat(last_eval) if eval_now else None,
+                    meta={"experiment": config.experiment})
+        if eval_now or s % tc.checkpoint_every == 0:
+          writer.flush()
+          progress.reset_clock(s)  # evals and saves are not training time
+        if preempted and not last:
+          progress.message(f"stopped at step {s} by a signal; checkpoint saved in "
+                           f"{ckpt.directory}")
+          break
+  finally:
+    ckpt.wait()
+    writer.close()
+    progress.close()
+  rate_key = f"{task.unit}_per_s"
+  if timed["seconds"] > 0:
+    throughput = {"steps_per_s": timed["steps"] / timed["seconds"],
+                  rate_key: timed["steps"] * units_per_step / timed["seconds"]}
+  else:
+    throughput = {k: last_train.get(k, float("nan")) for k in ("steps_per_s", rate_key)}
+  final = int(distributed.to_host(state.step))
+  return {"step": final, "train": last_train, "eval": last_eval, "throughput": throughput,
+          "preempted": bool(preempted and final < run.num_steps), "model": model,
+          "config": config}
+
+
+def restore_state(config, workdir, *, step: Optional[int] = None, mesh=None):
+  """The TrainState saved in workdir (its latest checkpoint, or `step`), on `mesh`.
+
+  E.g. to sample from a trained language model, or to compare runs. The config is the one the
+  run was started with (or its resolved copy from workdir/config.json).
+  """
+  mesh = mesh or distributed.make_mesh()
+  dataset = build_dataset(config)
+  run = _Run(resolve_config(config, dataset), workdir, mesh, dataset)
+  try:
+    step = run.checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}")
+    state, _ = run.restore_or_init(step)
+    return state
+  finally:
+    run.checkpointer.close()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(config, workdir, *, mesh=None, splits: Optional[Sequence[str]] = None,
+             step: Optional[int] = None) -> Dict[str, Dict[str, float]]:
+  """Evaluates a checkpoint of workdir on `splits` (default every eval split of the dataset).
+
+  The checkpoint is `step`, else config.eval.checkpoint: "latest" or "best" (by the
+  checkpoint's best metric). Results go to the log, metrics.jsonl and workdir/eval_<step>.json.
+  """
+  mesh = mesh or distributed.make_mesh()
+  dataset = build_dataset(config)
+  config = resolve_config(config, dataset)
+  run = _Run(config, workdir, mesh, dataset)
+  try:
+    ckpt = run.checkpointer
+    if step is None:
+      step = ckpt.best_step() if config.eval.checkpoint == "best" else ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+          f"no {config.eval.checkpoint} checkpoint in {ckpt.directory} to evaluate; train first "
+          "(--mode=train or train_and_eval with this --workdir)")
+    state, _ = run.restore_or_init(step)
+    splits = tuple(splits or dataset.eval_splits)
+    if run.is_main:
+      log.info("evaluating step %d of %s on %s; resolved config:\n%s", step, ckpt.directory,
+               list(splits), config)
+    results = {}
+    for split in splits:
+      results[split] = run.evaluate_split(state, split)
+      if run.is_main:
+        log.info("step %d %s: %s", step, split, metrics_lib.format_metrics(results[split]))
+    if run.is_main:
+      writer = metrics_lib.MetricWriter(run.workdir, enabled=True)
+      for split, values in results.items():
+        writer.write(step, f"eval_{split}", values)
+      writer.close()
+      (run.workdir / f"eval_{step}.json").write_text(
+          json.dumps({"step": step, "checkpoint": config.eval.checkpoint, "metrics": results},
+                     indent=2))
+    return results
+  finally:
+    run.checkpointer.close()

@@ -1,0 +1,81 @@
+"""Experiment configs: every file parses its argument, has a debug variant and a launch
+command; bad algebras, keys and modes stop at once with errors that name the valid choices."""
+
+import pytest
+
+from algebranets.training import config_lib
+from training_testlib import CONFIGS, load_config, run_python
+
+EXPERIMENTS = ("imagenet_resnet50", "imagenet_mobilenet_v1", "cifar10_resnet",
+               "enwik8_transformer_xl", "wikitext103_transformer_xl", "quickstart")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_config_has_a_launch_command_a_debug_variant_and_every_block(name):
+  text = (CONFIGS / f"{name}.py").read_text()
+  assert f"configs/{name}.py:" in text.split('"""')[1]  # the launch command, in the docstring
+  full, debug = load_config(name, "m2r"), load_config(name, "m2r,debug")
+  for block in ("task", "model", "data", "train", "eval", "optimizer", "checkpoint",
+                "mixed_precision"):
+    assert block in full and block in debug
+  assert full.algebra == "m2r" and full.experiment == name
+  # debug is small: fewer steps than the recipe.
+  assert 0 < debug.train.num_steps <= 20 < (full.train.num_steps or 10**9)
+
+
+def test_published_recipes():
+  rn50 = load_config("imagenet_resnet50", "r")
+  assert (rn50.optimizer.name, rn50.optimizer.nesterov, rn50.optimizer.lr_batch_scale,
+          rn50.task.label_smoothing, rn50.train.num_epochs) == ("sgd", True, 256, 0.1, 90.0)
+  assert rn50.data.recipe == "inception" and rn50.optimizer.warmup_epochs == 5.0
+  enwik8 = load_config("enwik8_transformer_xl", "r")
+  assert (enwik8.model.n_layers, enwik8.model.d_model, enwik8.model.mem_len,
+          enwik8.data.seq_len, enwik8.optimizer.lr, enwik8.optimizer.grad_clip_norm) == (
+              12, 512, 512, 512, 2.5e-4, 0.25)
+  assert enwik8.task.eval_mem_len > enwik8.model.mem_len  # the longer eval memory
+  wt103 = load_config("wikitext103_transformer_xl", "r")
+  assert (wt103.model.mem_len, wt103.data.seq_len, tuple(wt103.model.cutoffs)) == (
+      150, 150, (20000, 40000, 200000))
+  cifar = load_config("cifar10_resnet", "r,depth=56")
+  assert cifar.model.name == "cifar_resnet56" and cifar.data.recipe == "cifar"
+
+
+def test_argument_parsing():
+  args = config_lib.parse_arg("M2R,debug,match=macs,width=0.5")
+  assert args == {"algebra": "m2r", "debug": True, "match": "macs", "width": 0.5}
+  with pytest.raises(ValueError, match=r"Unknown algebra 'octonion'.*m2r"):
+    config_lib.parse_arg("octonion")
+  with pytest.raises(ValueError, match=r"unknown config argument key 'depht'.*'match'.*'width'"):
+    config_lib.parse_arg("r,depht=3")
+  with pytest.raises(ValueError, match=r"unknown config argument 'fast'.*'debug'"):
+    config_lib.parse_arg("r,fast")
+  with pytest.raises(ValueError, match=r"unknown match 'flops'.*'params'"):
+    config_lib.parse_arg("r,match=flops")
+  with pytest.raises(ValueError, match=r"must start with an algebra"):
+    config_lib.parse_arg("")
+
+
+_CLI = """
+import sys
+from algebranets import train
+sys.argv = ["algebranets.train"] + sys.argv[1:]
+from absl import app
+app.run(train.main, flags_parser=train.parse_flags)
+"""
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config=configs/enwik8_transformer_xl.py:octonion"],
+     r"Unknown algebra 'octonion'\. Valid names: r, c, h"),
+    (["--config=configs/enwik8_transformer_xl.py:r,size=big"],
+     r"unknown config argument key 'size'; valid keys"),
+    (["--config=configs/enwik8_transformer_xl.py:r", "--config.optimizer.learning_rate=1"],
+     r"config\.optimizer has no key 'learning_rate'.*valid keys: \[.*'lr'"),
+    (["--config=configs/enwik8_transformer_xl.py:r", "--mode=fit"],
+     r"--mode=fit: value should be one of <train\|eval\|train_and_eval>"),
+])
+def test_the_command_line_stops_at_once_on_bad_input(args, expected, tmp_path):
+  proc = run_python(_CLI, *args, f"--workdir={tmp_path}", timeout=120)
+  assert proc.returncode != 0
+  assert __import__("re").search(expected, proc.stderr), proc.stderr[-2000:]
+  assert not (tmp_path / "checkpoints").exists()

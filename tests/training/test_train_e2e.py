@@ -1,0 +1,106 @@
+"""Every experiment config's debug variant trains and evaluates end to end on CPU, from small
+files in the real formats: an enwik8 zip, WikiText-103 token files, image folders (PNG, JPEG)
+and TFDS datasets under tfds.testing.mock_data."""
+
+import json
+import math
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from algebranets.training import metrics
+from algebranets.training import train
+from training_testlib import load_config, write_image_folder
+
+
+def _check_run(result, workdir, config, split, metric):
+  workdir = pathlib.Path(workdir)
+  steps = config.train.num_steps
+  assert result["step"] == steps and not result["preempted"]
+  assert math.isfinite(result["train"]["loss"])
+  assert math.isfinite(result["eval"][split][metric])
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["algebra"] == config.algebra and saved["train"]["num_steps"] == steps
+  assert [r["step"] for r in metrics.read_jsonl(workdir, "train")] == list(range(1, steps + 1))
+  evals = metrics.read_jsonl(workdir, split)
+  assert [r["step"] for r in evals] == list(range(config.train.eval_every, steps + 1,
+                                                  config.train.eval_every))
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps in kept
+  model = json.loads((workdir / "model.json").read_text())
+  assert model["params"] > 0
+
+
+def test_enwik8_transformer_xl_debug_from_the_zip(enwik8_zip, tmp_path):
+  config = load_config("enwik8_transformer_xl", "m2r,debug")
+  config.data.path = str(enwik8_zip)
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  _check_run(result, tmp_path / "run", config, "valid", "bpc")
+  assert result["eval"]["valid"]["bpc"] < 8.5
+  # --mode=eval: the latest checkpoint on every split, with the longer eval memory, every
+  # target byte once (a split of N bytes has N - 1 targets).
+  results = train.evaluate(config, tmp_path / "run")
+  sizes = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert set(results) == {"valid", "test"}
+  assert results["valid"]["bpc"] == pytest.approx(result["eval"]["valid"]["bpc"], rel=1e-5)
+  assert results["test"]["tokens"] == int(24_000 * 0.05) - 1
+  assert (tmp_path / "run" / f"eval_{config.train.num_steps}.json").exists()
+  del sizes
+
+
+def test_wikitext103_transformer_xl_debug_from_token_files(wikitext_dir, tmp_path):
+  config = load_config("wikitext103_transformer_xl", "c,debug")
+  config.data.path = str(wikitext_dir)
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  _check_run(result, tmp_path / "run", config, "valid", "ppl")
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["model"]["vocab_size"] == 41  # 40 word types + <eos>
+  assert saved["checkpoint"]["best_metric"] == "valid/ppl"
+  assert 1 < result["eval"]["valid"]["ppl"] < 100
+
+
+def test_imagenet_resnet50_debug_from_a_jpeg_folder(tmp_path):
+  folder = write_image_folder(tmp_path / "imagenet", ("train", "validation"), fmt="jpg")
+  config = load_config("imagenet_resnet50", f"m2r,debug,folder={folder}")
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  _check_run(result, tmp_path / "run", config, "validation", "top1")
+  assert result["eval"]["validation"]["examples"] == 12  # every image, the last batch padded
+
+
+def test_imagenet_mobilenet_v1_debug_from_a_png_folder(tmp_path):
+  folder = write_image_folder(tmp_path / "images", ("train", "val"), fmt="png")
+  config = load_config("imagenet_mobilenet_v1", f"h,debug,folder={folder}")
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  _check_run(result, tmp_path / "run", config, "val", "top5")
+  assert result["eval"]["val"]["top5"] == 1.0  # 3 classes: the true one is always in the top 5
+
+
+def test_cifar10_resnet_debug_from_mock_tfds(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = load_config("cifar10_resnet", "r,debug")
+  config.data.data_dir = str(tmp_path / "tfds")
+  with tfds.testing.mock_data(num_examples=20):
+    result = train.train_and_evaluate(config, tmp_path / "run")
+  _check_run(result, tmp_path / "run", config, "test", "top1")
+  assert result["eval"]["test"]["examples"] == 20
+  assert 0.0 <= result["eval"]["test"]["top1"] <= 1.0
+  # Weight decay went to conv and fc weights only: selected by name, not by rank.
+  model = json.loads((tmp_path / "run" / "model.json").read_text())
+  assert model["weight_decay"].startswith("20 of ")  # 19 convs (option-A shortcuts) + fc
+
+
+def test_bfloat16_compute_keeps_float32_parameters(byte_file, tmp_path):
+  config = load_config("quickstart", "m2r,debug,steps=3")
+  config.data.name = "byte_file"
+  config.data.path = str(byte_file)
+  config.mixed_precision.compute_dtype = "bfloat16"
+  config.train.log_every = 1
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  assert result["step"] == 3 and math.isfinite(result["eval"]["valid"]["bpc"])
+  state = train.restore_state(config, tmp_path / "run")
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {np.dtype("float32")}
+  assert {x.dtype.name for x in jax.tree.leaves(state.carry)} == {"bfloat16"}  # memories
