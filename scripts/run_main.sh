@@ -5,4 +5,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup_env.sh
 . .venv/bin/activate
-python -m algebranets.demo "$@"
+python -m algebranets.quickstart "$@"

@@ -18,6 +18,8 @@ from algebranets.training import metrics
 from algebranets.training import train
 from training_testlib import ROOT, load_config
 
+pytestmark = pytest.mark.slow  # trains models: compiles for seconds
+
 STEPS = 300
 
 

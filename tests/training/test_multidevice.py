@@ -8,8 +8,11 @@ over the devices) on a mesh of all 8 devices and on a mesh of 1, compared to flo
 import json
 
 import numpy as np
+import pytest
 
 from training_testlib import run_python
+
+pytestmark = pytest.mark.slow  # trains models: compiles for seconds
 
 _SCRIPT = r"""
 import json, sys

@@ -13,8 +13,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from training_testlib import ROOT
+
+pytestmark = pytest.mark.slow  # trains models: compiles for seconds
 
 _SCRIPT = r"""
 import json, sys

@@ -14,6 +14,8 @@ from algebranets.training import metrics
 from algebranets.training import train
 from training_testlib import load_config, write_image_folder
 
+pytestmark = pytest.mark.slow  # trains models: compiles for seconds
+
 
 def _check_run(result, workdir, config, split, metric):
   workdir = pathlib.Path(workdir)
