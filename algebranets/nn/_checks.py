@@ -31,3 +31,11 @@ def check_algebra_input(x, algebra, what: str, layout: str, min_ndim: int = 2):
     raise ValueError(
         f"{what} expects algebra {algebra.name!r} inputs of shape {layout} with "
         f"D={d} components on the last axis; got shape {tuple(x.shape)}.")
+
+
+def check_foldable(algebra, folded):
+  """bool(folded), after checking that folding is possible for the algebra."""
+  if folded and algebra.matrix_base is None:
+    raise ValueError(f"folded=True needs a matrix algebra M_n(B); {algebra.name!r} is "
+                     "not one.")
+  return bool(folded)

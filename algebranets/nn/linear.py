@@ -33,7 +33,8 @@ import haiku as hk
 from algebranets import algebras as algebras_lib
 from algebranets import ops
 from algebranets.nn import initializers
-from algebranets.nn._checks import check_algebra_input, int_pair, positive_int
+from algebranets.nn._checks import (
+    check_algebra_input, check_foldable, int_pair, positive_int)
 
 __all__ = ["Linear", "Conv2D"]
 
@@ -122,10 +123,7 @@ class Conv2D(hk.Module):
     """
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
-    if folded and self.algebra.matrix_base is None:
-      raise ValueError(f"folded=True needs a matrix algebra M_n(B); {self.algebra.name!r} is "
-                       "not one.")
-    self.folded = bool(folded)
+    self.folded = check_foldable(self.algebra, folded)
     self.output_channels = positive_int(output_channels, "output_channels")
     self.kernel_shape = int_pair(kernel_shape, "kernel_shape")
     self.stride = int_pair(stride, "stride")

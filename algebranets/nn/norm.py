@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import haiku as hk
 
 from algebranets import algebras as algebras_lib
-from algebranets.nn._checks import check_algebra_input
+from algebranets.nn._checks import check_algebra_input, check_foldable
 
 __all__ = ["BatchNorm", "LayerNorm", "inv_sqrtm", "trabelsi_scale_init"]
 
@@ -147,10 +147,7 @@ class BatchNorm(hk.Module):
     """
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
-    if folded and self.algebra.matrix_base is None:
-      raise ValueError(f"folded=True needs a matrix algebra M_n(B); {self.algebra.name!r} is "
-                       "not one.")
-    self.folded = bool(folded)
+    self.folded = check_foldable(self.algebra, folded)
     if not create_scale and scale_init is not None:
       raise ValueError("scale_init was given but create_scale=False.")
     if not create_offset and offset_init is not None:
