@@ -100,7 +100,8 @@ class ClassificationTask:
     kwargs.pop("num_classes")
     result = models.match_image_model(
         models.MODELS[config.model.name], config.algebra, match=match, reference_width=width,
-        image_size=int(dataset.image_size), num_classes=int(dataset.num_classes), **kwargs)
+        image_size=int(dataset.image_size), num_classes=int(dataset.num_classes),
+        tolerance=float(config.get("match_tolerance", 0.02)), **kwargs)
     config.model.width = float(result.width)
 
   def _forward(self, images, is_training):
