@@ -209,7 +209,10 @@ def _cluster_logits(h, table, bias, proj):
   if proj is not None:
     kind, w, alg = proj
     h = dense_transpose(h, w, alg) if kind == "tied" else ops.dense(h, w, alg)  # [N, E_i, D]
-  return jnp.einsum("ncd,vcd->nv", h, table) + bias                  # [N, V_i]
+  logits = jnp.einsum("ncd,vcd->nv", h, table) + bias                # [N, V_i]
+  # Softmax and loss in float32 even under bfloat16 compute: a bf16 log-sum-exp over
+  # thousands of words loses ~3 significant digits of the loss.
+  return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 class AdaptiveSoftmax(hk.Module):

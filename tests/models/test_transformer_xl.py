@@ -398,3 +398,26 @@ def test_bad_arguments_raise_value_errors():
     jax.eval_shape(f.apply, params, None, tokens, [wrong_width] * 2)
   with pytest.raises(ValueError, match="tokens"):
     jax.eval_shape(f.apply, params, None, jax.ShapeDtypeStruct((3,), jnp.int32))
+
+
+def test_adaptive_softmax_under_bfloat16_normalises_in_float32():
+  cutoffs, vocab = (10, 20), 300
+
+  def fn(h, targets):
+    emb = adaptive.AdaptiveEmbedding(vocab, 8, 8, cutoffs, 1, algebra="m2r")
+    emb(targets)
+    sm = adaptive.AdaptiveSoftmax(vocab, 8, 8, cutoffs, 1, algebra="m2r", embedding=emb)
+    return sm.log_probs(h), sm.nll(h, targets)
+
+  f = hk.transform(fn)
+  rng = np.random.default_rng(1)
+  h = jnp.asarray(rng.normal(size=(3, 8, 4)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, vocab, 3), jnp.int32)
+  params = _random_params(f, h, targets, std=0.5)
+  bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  log_probs, nll = f.apply(bf16, None, h.astype(jnp.bfloat16), targets)
+  assert log_probs.dtype == jnp.float32 and nll.dtype == jnp.float32
+  # Normalised to float32 precision although the logits were computed in bfloat16.
+  np.testing.assert_allclose(jax.nn.logsumexp(log_probs, -1), 0.0, atol=1e-5)
+  ref_lp, _ = f.apply(params, None, h, targets)
+  np.testing.assert_allclose(log_probs, ref_lp, atol=0.1)  # bf16 logits: ~2-3 digits
