@@ -37,6 +37,26 @@ The blocks (`base_config`), read by `training.train` and nowhere else:
   checkpoint keep (the latest K), keep_best, best_metric ("<split>/<metric>",
              default the task's main metric on the first eval split), best_mode, async_save
   mixed_precision  compute_dtype: "float32" or "bfloat16" (parameters stay float32)
+  sparsity   magnitude pruning during training (algebranets.sparsity; off while target is 0):
+             target       final sparsity s_f in [0, 1): the fraction of pruned units
+             kind         "element" (whole algebra elements; plain unstructured for r),
+                          "unstructured" (every real component), "block" (real networks: a
+                          block of one algebra element's size in the [Cin, Cout] weight)
+             block        block shape of kind "block": "1xd", "dx1" or "nxn" ...
+             block_algebra   ... with d (n = sqrt d) the element size of this algebra (m2r:
+                          1x4, 4x1, 2x2)
+             schedule     "gradual" (Zhu & Gupta: s_t = s_f + (s_i - s_f)(1 - (t-t0)/(t1-t0))^3)
+                          or "one_shot" (all of s_f at the begin step)
+             initial      s_i, the sparsity of the first gradual step
+             begin_fraction, end_fraction   t0, t1 as fractions of train.num_steps ...
+             begin_step, end_step           ... or as steps (used when > 0)
+             frequency    steps between mask updates (gradual)
+             scope        "layer" (each pruned weight exactly s_t) or "global" (one threshold
+                          over all pruned weights)
+             norm         unit score: "l2", "l1" or "linf" of its components
+             include, exclude   regexes on the parameter path "module/.../name" ("" include:
+                          the default rule, conv and linear weights without the stem conv,
+                          classifier, Transformer-XL embedding/softmax and depthwise convs)
 """
 
 from __future__ import annotations
@@ -150,4 +170,8 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
   c.checkpoint = ml_collections.ConfigDict(dict(
       keep=3, keep_best=1, best_metric="", best_mode="", async_save=True))
   c.mixed_precision = ml_collections.ConfigDict(dict(compute_dtype="float32"))
+  c.sparsity = ml_collections.ConfigDict(dict(
+      target=0.0, kind="element", block="1xd", block_algebra="m2r", schedule="gradual",
+      initial=0.0, begin_fraction=0.1, end_fraction=0.6, begin_step=0, end_step=0,
+      frequency=100, scope="layer", norm="l2", include="", exclude=""))
   return c

@@ -11,6 +11,9 @@ B global batch rows, M memory length, C model width (elements), D algebra compon
                                Transformer-XL memories, one [B, M, C, D] per layer, sharded
                                over the batch like the data; () for tasks without one
   rng          uint32 [2]      the run's base PRNG key; step s uses fold_in(rng, s)
+  masks        dict or ()      the pruning masks (`sparsity`): bool, True = kept, a nested dict
+                               like `params` holding only the pruned weights ({module: {name:
+                               [..., 1] or [..., D]}}); () when config.sparsity.target is 0
 
 Everything but `carry` is replicated over the devices; `carry` rows live with their data rows.
 """
@@ -29,6 +32,7 @@ class TrainState(NamedTuple):
   opt_state: Any
   carry: Any
   rng: jax.Array
+  masks: Any = ()
 
 
 def num_params(params) -> int:

@@ -17,13 +17,14 @@ metrics are reduced in float32; batch-norm statistics are kept in float32 by `nn
 
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from algebranets import sparsity
 from algebranets.training import distributed
 from algebranets.training.state import TrainState
 
@@ -46,7 +47,8 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
   return shardings._replace(carry=jax.tree.map(lambda _: rows, abstract_state.carry))
 
 
-def make_init(task, tx: optax.GradientTransformation, mesh: Mesh, batch_size: int
+def make_init(task, tx: optax.GradientTransformation, mesh: Mesh, batch_size: int,
+              pruner: Optional[sparsity.Pruner] = None
               ) -> Tuple[Callable, TrainState, TrainState]:
   """(init_state jitted, abstract state with shardings, state shardings).
 
@@ -54,6 +56,7 @@ def make_init(task, tx: optax.GradientTransformation, mesh: Mesh, batch_size: in
   run's PRNG key (`TrainState.rng`). The initialisation is a replicated computation, so it uses
   the classic (non-partitionable) threefry: same values on any mesh, and XLA:CPU compiles it
   several times faster for the [..., D]-shaped algebra weights (seconds per weight otherwise).
+  With a `pruner`, the state holds its masks (pruned already when pruning begins at step 0).
   """
   def init_state(key):
     init_key, run_key = jax.random.split(key)
@@ -61,9 +64,12 @@ def make_init(task, tx: optax.GradientTransformation, mesh: Mesh, batch_size: in
     batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
     with jax.threefry_partitionable(False):
       params, model_state = task.init(init_key, batch)
+    masks = ()
+    if pruner is not None:
+      params, masks = pruner.init(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params), carry=task.init_carry(batch_size, train=True),
-                      rng=run_key)
+                      rng=run_key, masks=masks)
 
   key = jax.random.PRNGKey(0)
   shapes = jax.eval_shape(init_state, key)
@@ -75,11 +81,19 @@ def make_init(task, tx: optax.GradientTransformation, mesh: Mesh, batch_size: in
 
 def make_train_step(task, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     shardings: TrainState, mesh: Mesh, compute_dtype=jnp.float32,
-                    partitionable_rng: bool = True) -> Callable:
+                    partitionable_rng: bool = True,
+                    pruner: Optional[sparsity.Pruner] = None) -> Callable:
   """train_step(state, batch) -> (state, metrics), jitted with the state donated.
 
   metrics: the task's training metrics plus "loss", "grad_norm" (before clipping) and "lr"
-  (the learning rate this step used), all float32 scalars.
+  (the learning rate this step used), all float32 scalars; with a `pruner` also its
+  "sparsity/..." metrics of the new parameters.
+
+  Pruning (`pruner`, with `tx` wrapped in `sparsity.keep_pruned_zero`): the optimiser gets the
+  masks (gradients and updates masked), the new parameters are masked again, and when the
+  step count reaches a mask update step the masks are recomputed from the new parameters
+  (`Pruner.update`, a lax.cond: one program for every step), which also zeroes the pruned
+  entries of the optimiser state. So the state after step t always has the sparsity s_t.
 
   partitionable_rng: trace the step with the partitionable threefry (each device draws only
   its own rows' random bits: per-device streams, see `distributed`). False draws every bit
@@ -96,13 +110,21 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule: optax.Sche
     with jax.threefry_partitionable(partitionable_rng):
       (loss, (metrics, model_state, carry)), grads = jax.value_and_grad(
           loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    masks = state.masks
+    if pruner is None:
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+    else:
+      updates, opt_state = tx.update(grads, state.opt_state, state.params, masks=masks)
+      params = sparsity.apply_masks(optax.apply_updates(state.params, updates), masks)
+      params, masks, opt_state = pruner.update(state.step + 1, params, masks, opt_state, tx)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    lr=jnp.asarray(schedule(state.step), jnp.float32))
+    if pruner is not None:
+      metrics.update(pruner.metrics(params, state.step + 1))
     new_state = TrainState(step=state.step + 1, params=params,
                            model_state=cast_floating(model_state, jnp.float32),
-                           opt_state=opt_state, carry=carry, rng=state.rng)
+                           opt_state=opt_state, carry=carry, rng=state.rng, masks=masks)
     return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
 
   repl = distributed.replicated(mesh)

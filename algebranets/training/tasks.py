@@ -159,10 +159,14 @@ class ClassificationTask:
     return {"loss": float(sums["loss"]) / n, "top1": float(sums["top1"]) / n,
             "top5": float(sums["top5"]) / n, "examples": float(sums["count"])}
 
+  def cost_report(self) -> costs_lib.ModelCost:
+    """The per-layer costs of the model on one image."""
+    images = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
+    return costs_lib.model_costs(lambda x: self._forward(x, False), images)
+
   def costs(self) -> Dict[str, float]:
     """Real parameters and multiply-adds per image."""
-    images = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
-    report = costs_lib.model_costs(lambda x: self._forward(x, False), images)
+    report = self.cost_report()
     return {"params": int(report.total_params), "macs_per_example": int(report.macs)}
 
 
@@ -270,9 +274,13 @@ class LanguageModelTask:
     return {"nll": nll, "bpc": nll / math.log(2), "ppl": math.exp(min(nll, 700.0)),
             "tokens": float(sums["count"])}
 
+  def cost_report(self) -> costs_lib.ModelCost:
+    """The per-layer costs of the model on one training segment of seq_len tokens."""
+    return transformer_xl.model_costs(self.model_kwargs, self.algebra, seq_len=self.seq_len)
+
   def costs(self) -> Dict[str, float]:
     """Real parameters and weight-layer multiply-adds per token (training segment, full mem)."""
-    report = transformer_xl.model_costs(self.model_kwargs, self.algebra, seq_len=self.seq_len)
+    report = self.cost_report()
     return {"params": int(report.total_params),
             "macs_per_token": report.macs / float(self.seq_len)}
 

@@ -35,7 +35,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from algebranets import algebras
 from algebranets import data as data_lib
+from algebranets import sparsity
 from algebranets.training import checkpoint as checkpoint_lib
 from algebranets.training import config_lib
 from algebranets.training import distributed
@@ -97,6 +99,9 @@ def resolve_config(config, dataset) -> ml_collections.ConfigDict:
     per_epoch = _steps_per_epoch(dataset, train.batch_size)
     opt.warmup_steps = int(round(opt.warmup_epochs * per_epoch))
     opt.warmup_steps = min(opt.warmup_steps, train.num_steps - 1)
+  spec = sparsity.spec_from_config(config.sparsity, train.num_steps, config.algebra)
+  if spec is not None:  # the steps the fractions resolve to, so the saved config says them
+    config.sparsity.begin_step, config.sparsity.end_step = spec.begin_step, spec.end_step
   if not config.checkpoint.best_metric and config.eval.splits:
     metric, mode = task_cls.best_metric(dataset)
     config.checkpoint.best_metric = f"{config.eval.splits[0]}/{metric}"
@@ -117,9 +122,12 @@ class _Run:
                                                    "train.batch_size")
     self.num_steps = int(config.train.num_steps)
     self.tx, self.schedule = optim.build(config.optimizer, self.num_steps, self.batch_size)
+    self.pruner = _pruner(config, self.task, self.batch_size, self.num_steps)
+    if self.pruner is not None:
+      self.tx = sparsity.keep_pruned_zero(self.tx)
     self.compute_dtype = jnp.dtype(config.mixed_precision.compute_dtype)
     self.init_state, self.abstract_state, self.shardings = step_lib.make_init(
-        self.task, self.tx, mesh, self.batch_size)
+        self.task, self.tx, mesh, self.batch_size, self.pruner)
     ck = config.checkpoint
     self.checkpointer = checkpoint_lib.Checkpointer(
         self.workdir / CHECKPOINT_DIR, keep=ck.keep, keep_best=ck.keep_best,
@@ -171,6 +179,32 @@ class _Run:
     path.write_text(text)
 
 
+def _pruner(config, task, batch_size: int, num_steps: int) -> Optional[sparsity.Pruner]:
+  """The run's sparsity.Pruner (None when config.sparsity.target is 0)."""
+  spec = sparsity.spec_from_config(config.sparsity, num_steps, config.algebra)
+  if spec is None:
+    return None
+  batch = {k: jnp.zeros(s.shape, s.dtype)
+           for k, s in task.batch_spec(batch_size, train=True).items()}
+  params, _ = jax.eval_shape(task.init, jax.random.PRNGKey(0), batch)
+  return sparsity.Pruner(spec, params, algebras.get(config.algebra).dim)
+
+
+def _sparse_summary(run: _Run, state, model: Dict[str, Any]) -> Dict[str, Any]:
+  """`model` plus the non-zero params and MACs of the pruned parameters of `state`."""
+  params = distributed.tree_to_host(state.params)
+  masks = distributed.tree_to_host(state.masks)
+  costs = sparsity.sparse_costs(run.task.cost_report(), run.pruner, params, masks)
+  out = dict(model, nonzero_params=costs["nonzero_params"])
+  ratio = costs["nonzero_macs"] / max(costs["macs"], 1)
+  for key in [k for k in model if k.startswith("macs_per_")]:
+    out[f"nonzero_{key}"] = model[key] * ratio
+  out["sparsity"] = {"overall": costs["sparsity"], "step": int(distributed.to_host(state.step)),
+                     "layers": {l["name"]: 1.0 - l["kept"] for l in costs["layers"]
+                                if l["kept"] < 1.0}}
+  return out
+
+
 def _model_summary(run: _Run, state) -> Dict[str, Any]:
   costs = run.task.costs()
   mask = optim.name_mask(state.params, run.config.optimizer.weight_decay_include,
@@ -179,6 +213,9 @@ def _model_summary(run: _Run, state) -> Dict[str, Any]:
                  weight_decay=(optim.describe_mask(state.params, mask)
                                if run.config.optimizer.weight_decay else "none"),
                  devices=int(run.mesh.devices.size), processes=jax.process_count())
+  if run.pruner is not None:
+    summary["pruned"] = (f"{len(run.pruner.weights)} arrays "
+                         f"({sum(math.prod(w.shape) for w in run.pruner.weights.values()):,} reals)")
   return summary
 
 
@@ -273,7 +310,8 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
   writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_main, resume_step=start)
   progress = metrics_lib.Progress(run.num_steps, start, task.unit, enabled=run.is_main)
   train_step = step_lib.make_train_step(task, run.tx, run.schedule, run.shardings, run.mesh,
-                                        run.compute_dtype, bool(tc.partitionable_rng))
+                                        run.compute_dtype, bool(tc.partitionable_rng),
+                                        run.pruner)
   batches = run.dataset.train_batches(
       run.batch_size, process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start, seed=config.seed)
@@ -355,6 +393,10 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
   else:
     throughput = {k: last_train.get(k, float("nan")) for k in ("steps_per_s", rate_key)}
   final = int(distributed.to_host(state.step))
+  if run.pruner is not None:
+    model = _sparse_summary(run, state, model)
+    if run.is_main:
+      (run.workdir / "model.json").write_text(json.dumps(model, indent=2))
   return {"step": final, "train": last_train, "eval": last_eval, "throughput": throughput,
           "preempted": bool(preempted and final < run.num_steps), "model": model,
           "config": config}
@@ -366,6 +408,12 @@ def restore_state(config, workdir, *, step: Optional[int] = None, mesh=None):
   E.g. to sample from a trained language model, or to compare runs. The config is the one the
   run was started with (or its resolved copy from workdir/config.json).
   """
+  return restore_run(config, workdir, step=step, mesh=mesh)[0]
+
+
+def restore_run(config, workdir, *, step: Optional[int] = None, mesh=None):
+  """(state, run): `restore_state` and what the run builds from its config (its `task`,
+  `pruner`, resolved `config`), e.g. to export a pruned model (sparsity.export_run)."""
   mesh = mesh or distributed.make_mesh()
   dataset = build_dataset(config)
   run = _Run(resolve_config(config, dataset), workdir, mesh, dataset)
@@ -374,7 +422,7 @@ def restore_state(config, workdir, *, step: Optional[int] = None, mesh=None):
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}")
     state, _ = run.restore_or_init(step)
-    return state
+    return state, run
   finally:
     run.checkpointer.close()
 
