@@ -43,12 +43,16 @@ import jax
 import jax.numpy as jnp
 
 from algebranets import algebras as algebras_lib
+from algebranets import sparse_ops
 from algebranets.algebras import Algebra
 
 __all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight",
-           "PreparedWeight", "prepare_dense"]
+           "PreparedWeight", "prepare_dense", "ELEMENT_SPARSE"]
 
 PATHS = ("reference", "expanded", "folded", "sparse", "gauss", "right")
+# A prepared-only path: weights with zero algebra elements in block-CSR form
+# (sparse_ops), built on the host from concrete values by `prepare_dense`.
+ELEMENT_SPARSE = "element_sparse"
 CONV_IMPLS = ("auto", "xla", "im2col")
 IntPair = Union[int, Sequence[int]]
 Padding = Union[str, Sequence[tuple[int, int]]]
@@ -141,6 +145,8 @@ def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
     if path not in (None, w.path):
       raise ValueError(f"dense: w was prepared for path {w.path!r}, not {path!r}.")
     path = w.path
+    if path == ELEMENT_SPARSE:
+      return sparse_ops.element_dense(x, w.data, algebra)
   alg, path = _resolve(algebra, path, "dense")
   x = jnp.asarray(x)
   if not prepared:
@@ -190,8 +196,14 @@ def prepare_dense(w, algebra, path: Optional[str] = None) -> PreparedWeight:
   """Transforms w [Cin, Cout, D] once for `dense` (see PreparedWeight).
 
   path None picks `default_path(algebra, "decode")`: the path that reads the
-  fewest bytes per call at batch 1.
+  fewest bytes per call at batch 1. path ELEMENT_SPARSE stores only the
+  non-zero elements (`sparse_ops.prepare_element`); it reads the values of w,
+  so it runs on the host, outside jit (`sparse_ops.should_use_sparse` says
+  when it is faster).
   """
+  if path == ELEMENT_SPARSE:
+    alg = algebras_lib.get(algebra)
+    return PreparedWeight(sparse_ops.prepare_element(w, alg), np.shape(w), w.dtype, path)
   alg, path = _resolve(algebra, path, "decode")
   w = jnp.asarray(w)
   if w.ndim != 3 or w.shape[-1] != alg.dim:

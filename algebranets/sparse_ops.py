@@ -124,6 +124,14 @@ def _check_impl(impl):
   return impl
 
 
+def _host(a, what) -> np.ndarray:
+  try:
+    return np.asarray(a)
+  except jax.errors.TracerArrayConversionError as e:
+    raise ValueError(f"{what} reads the weight's values on the host: call it outside jit, "
+                     "on concrete weights.") from e
+
+
 def from_blocks(blocks, impl: Optional[str] = None) -> BlockSparse:
   """Block-CSR of `blocks` [R, C, bo, bi] (numpy or concrete), keeping non-zero blocks.
 
@@ -131,11 +139,7 @@ def from_blocks(blocks, impl: Optional[str] = None) -> BlockSparse:
   result computes exactly what the dense blocks do. Runs on the host: call it
   outside jit, once per weight.
   """
-  try:
-    blocks = np.asarray(blocks)
-  except jax.errors.TracerArrayConversionError as e:
-    raise ValueError("sparse formats are built on the host from concrete weights; "
-                     "prepare them outside jit.") from e
+  blocks = _host(blocks, "from_blocks")
   if blocks.ndim != 4:
     raise ValueError(f"blocks must be [R, C, bo, bi], got shape {blocks.shape}.")
   impl = _default_impl(blocks.dtype) if impl is None else _check_impl(impl)
@@ -184,7 +188,7 @@ def element_blocks(w, algebra) -> np.ndarray:
   and the folded M_n(B) element otherwise. A zero element gives a zero block.
   """
   alg = algebras_lib.get(algebra)
-  w = np.asarray(w)
+  w = _host(w, "element_blocks")
   if w.ndim != 3 or w.shape[-1] != alg.dim:
     raise ValueError(f"w must be [Cin, Cout, {alg.dim}] for algebra {alg.name!r}, got {w.shape}.")
   n, base = _layout(alg)
@@ -231,7 +235,7 @@ def prepare_real(w, block: tuple[int, int] = (1, 1), impl: Optional[str] = None)
   """Block-sparse form of a real weight w [Cin, Cout] (y = x @ w) with blocks of
   `block` = (inputs, outputs) entries: (1, 1) is unstructured CSR, (1, d) / (d, 1)
   / (n, n) the block baselines of an algebra element's size."""
-  w = np.asarray(w)
+  w = _host(w, "prepare_real")
   bi, bo = (int(b) for b in block)
   if w.ndim != 2 or bi < 1 or bo < 1 or w.shape[0] % bi or w.shape[1] % bo:
     raise ValueError(f"prepare_real: w must be [Cin, Cout] with Cin divisible by {bi} and "
@@ -257,7 +261,7 @@ def real_dense(x, bs: BlockSparse):
 # ------------------------------------------------------------------ policy
 def element_sparsity(w) -> float:
   """Fraction of the elements of w [..., D] whose D components are all zero."""
-  w = np.asarray(w)
+  w = _host(w, "element_sparsity")
   return float(np.mean(~np.any(w != 0, axis=-1))) if w.size else 0.0
 
 

@@ -22,6 +22,12 @@ Usage (batch 1 works like any other):
 
 `model_fn` must build the model exactly as the training code did (same
 arguments and module name) so the parameter names match.
+
+Pruned models: `Decoder(model_fn, sparse=True)` runs every layer whose weight
+has enough zero algebra elements to pay (`sparse_ops.should_use_sparse` at the
+prompt's batch) on the element-sparse path. That form is built on the host
+from the weights' values; `decoder.prepare(params, batch_size)` does it once
+for many `sample` calls (otherwise each call does it).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from algebranets import ops
 from algebranets.models.transformer_xl import DecodeCache, TransformerXL
 from algebranets.nn.inference import make_preparer
 
@@ -59,14 +66,17 @@ def pick_tokens(rng, log_probs, temperature=1.0, top_k: Optional[int] = None):
 class Decoder:
   """Jitted incremental decoding of the TransformerXL built by `model_fn`."""
 
-  def __init__(self, model_fn: Callable[[], TransformerXL], cache_len: Optional[int] = None):
+  def __init__(self, model_fn: Callable[[], TransformerXL], cache_len: Optional[int] = None,
+               sparse: bool = False):
     """Constructs the decoder.
 
     Args:
       model_fn: builds the model (inside hk.transform), as the training code did.
       cache_len: W, positions kept in the cache; default the model's mem_len + 1.
+      sparse: run pruned layers on the element-sparse path where it pays.
     """
     self._model_fn = model_fn
+    self._sparse = sparse
     self._preparer = None
     self._init = hk.transform(lambda b: model_fn().init_cache(b, cache_len))
     self._step = hk.transform(lambda tokens, cache: model_fn().decode_step(tokens, cache))
@@ -83,9 +93,23 @@ class Decoder:
     D×D expanded blocks of H, the folded copy of M_n). See nn.inference.
     """
     if self._preparer is None:
-      tokens = jnp.zeros((1, 1), jnp.int32)
-      self._preparer = make_preparer(lambda t: self._model_fn()(t, None, False), params, tokens)
+      self._preparer = self._make_preparer(params)
     return self._preparer(params)
+
+  def _make_preparer(self, params, sparse_batch=None):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    return make_preparer(lambda t: self._model_fn()(t, None, False), params, tokens,
+                         sparse_batch=sparse_batch)
+
+  def prepare(self, params, batch_size: int = 1):
+    """Params with every weight prepared once, on the host, for `sample` at batch_size.
+
+    With `sparse=True` pruned layers get the element-sparse form where it is
+    faster at this batch; pass the result to `sample` to build it only once.
+    """
+    if _is_prepared(params):
+      return params
+    return self._make_preparer(params, batch_size if self._sparse else None)(params)
 
   def _init_cache(self, params, batch_size: int) -> DecodeCache:
     return self._init.apply(params, None, batch_size)
@@ -153,8 +177,15 @@ class Decoder:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                               or top_k < 1):
       raise ValueError(f"top_k must be None or a positive int, got {top_k!r}.")
+    if self._sparse:
+      params = self.prepare(params, prompt.shape[0])   # host side: reads the weights
     return self._generate(params, rng, prompt, jnp.float32(temperature),
                           num_tokens=num_tokens, top_k=top_k)
+
+
+def _is_prepared(params) -> bool:
+  leaves = jax.tree.leaves(params, is_leaf=lambda a: isinstance(a, ops.PreparedWeight))
+  return any(isinstance(a, ops.PreparedWeight) for a in leaves)
 
 
 def sample(model_fn: Callable[[], TransformerXL], params, rng, prompt, num_tokens: int,

@@ -9,16 +9,22 @@ the decoding loop: inside `jit` it is computed once per call, not per step.
 
     prepare = make_preparer(forward_fn, params, tokens)   # discovers the layers
     fast_params = prepare(params)                         # jit-able, pure
+
+Pruned models: `make_preparer(..., sparse_batch=B)` stores the weights of
+layers with enough zero algebra elements to run faster sparse at batch B
+(`sparse_ops.should_use_sparse`) in block-CSR form; that reads the weights'
+values, so that preparer runs on the host, outside jit, on concrete params.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import haiku as hk
 import jax
 
 from algebranets import ops
+from algebranets import sparse_ops
 from algebranets.nn.linear import Linear
 
 __all__ = ["make_preparer", "linear_layers"]
@@ -45,12 +51,19 @@ def linear_layers(fn: Callable, params, *args, **kwargs) -> dict[str, tuple]:
   return found
 
 
-def make_preparer(fn: Callable, params, *args, **kwargs) -> Callable:
+def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = None,
+                  **kwargs) -> Callable:
   """A pure function params -> params with every nn.Linear weight prepared.
 
   The layers are found once from `fn(*args, **kwargs)` (see `linear_layers`);
   a layer built with an explicit `path` keeps it, the others get the batch-1
-  path `ops.default_path(algebra, "decode")`.
+  path `ops.default_path(algebra, "decode")`. Weights that are already a
+  `PreparedWeight` pass through unchanged.
+
+  With `sparse_batch` (the batch the model will run at), a layer without an
+  explicit path whose weight is sparse enough for the element-sparse path to
+  be faster at that batch gets it; the returned function then reads the
+  weights' values and must be called outside jit.
   """
   layers = linear_layers(fn, params, *args, **kwargs)
 
@@ -58,6 +71,12 @@ def make_preparer(fn: Callable, params, *args, **kwargs) -> Callable:
     params = {name: dict(bundle) for name, bundle in params.items()}
     for name, (algebra, path) in layers.items():
       if name in params and "w" in params[name]:
-        params[name]["w"] = ops.prepare_dense(params[name]["w"], algebra, path)
+        w = params[name]["w"]
+        if isinstance(w, ops.PreparedWeight):
+          continue
+        if (path is None and sparse_batch is not None
+            and sparse_ops.should_use_sparse(w, algebra, sparse_batch)):
+          path = ops.ELEMENT_SPARSE
+        params[name]["w"] = ops.prepare_dense(w, algebra, path)
     return params
   return prepare
