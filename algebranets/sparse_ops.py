@@ -377,7 +377,10 @@ static bool SmallP(const int32_t* ip, const int32_t* ix, const float* v, const f
                    float* y, int64_t rows, int64_t P, int64_t bo, int64_t bi) {
   if (bo != BO || bi != BI) return false;
   switch (P) {
-    case 1: RowLoopScalar<BO, BI, 1>(ip, ix, v, x, y, rows); return true;
+    case 1:  // wide blocks vectorise over their outputs; narrow ones stay scalar
+      if (BO >= 4) RowLoopSmall<BO, BI, 1>(ip, ix, v, x, y, rows);
+      else RowLoopScalar<BO, BI, 1>(ip, ix, v, x, y, rows);
+      return true;
     case 2: RowLoopSmall<BO, BI, 2>(ip, ix, v, x, y, rows); return true;
     case 4: RowLoopSmall<BO, BI, 4>(ip, ix, v, x, y, rows); return true;
     default: return false;
