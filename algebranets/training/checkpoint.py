@@ -1,7 +1,8 @@
 """Checkpoints of the TrainState with orbax: periodic, on preemption, last K + best by metric.
 
 A checkpoint `workdir/checkpoints/<step>/` holds two items:
-  state   the whole TrainState (step, params, model_state, opt_state, carry, rng), saved and
+  state   the whole TrainState (step, params, model_state, opt_state, carry, rng, and the
+          pruning masks of a sparse run), saved and
           restored with its shardings (StandardSave/StandardRestore), so a restored run has
           exactly the arrays it had, on whatever mesh it now runs
   meta    JSON: the step, the eval metrics it was saved with (if any), the experiment name
