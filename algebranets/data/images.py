@@ -376,11 +376,17 @@ def _host_slice(tf, ds, batch_size: int, process_index: int, per_host: int):
 def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
                  train_split: str = "train", eval_splits: Optional[Sequence[str]] = None,
                  mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> ImageDataset:
+                 std: Sequence[float] = IMAGENET_STD, train_examples: int = 0,
+                 eval_examples: int = 0) -> ImageDataset:
   """Images in `root/<split>/<label>/*.{jpg,jpeg,png}`; labels index the sorted class names.
 
   The class names are the union of the label directories of all the splits used, so every split
   numbers them alike. Files are ordered by (label, file name).
+
+  `train_examples` / `eval_examples` (0: all) keep a class-balanced subset of the training split
+  / of each eval split, for short runs on small machines: the first n // K files (by name) of
+  each of the K labels, one more for the first n % K labels (a label with fewer files gives all
+  of them). The subset is a function of the folder alone, so every run sees the same examples.
 
   Args:
     root: the folder holding one directory per split.
@@ -392,6 +398,9 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
   """
   root = pathlib.Path(root)
   layout = "root/<split>/<label>/<image>.jpg|jpeg|png"
+  for key, value in (("train_examples", train_examples), ("eval_examples", eval_examples)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"{key} must be an int >= 0 (0: every example), got {value!r}")
   if not root.is_dir():
     raise FileNotFoundError(f"expected an image folder {layout} at {root}; it does not exist")
   found = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -414,8 +423,13 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
                       if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
       if not images:
         raise ValueError(f"{label_dir} holds no images (expected *{', *'.join(IMAGE_EXTENSIONS)})")
-      files += [str(label_dir / f) for f in images]
-      split_labels += [label_of[label_dir.name]] * len(images)
+      files.append([str(label_dir / f) for f in images])
+      split_labels.append(label_of[label_dir.name])
+    limit = train_examples if split == train_split else eval_examples
+    if limit:
+      files = _balanced_subset(files, limit)
+    split_labels = [label for label, fs in zip(split_labels, files) for _ in fs]
+    files = [f for fs in files for f in fs]
     if not files:
       raise FileNotFoundError(f"{root / split} has no label directories ({layout})")
     data[split] = np.array(files)
@@ -427,6 +441,12 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
       std=tuple(std), train_split=train_split, eval_splits=tuple(eval_splits),
       description=f"image folder {root}: {len(class_names)} classes, {sizes}",
       class_names=tuple(class_names))
+
+
+def _balanced_subset(files_per_label: Sequence[Sequence[str]], n: int) -> list:
+  """The first n // K files of each of the K labels (+1 for the first n % K labels)."""
+  k = len(files_per_label)
+  return [list(fs[:n // k + (i < n % k)]) for i, fs in enumerate(files_per_label)]
 
 
 def _tfds_builder(name: str, data_dir):

@@ -219,7 +219,7 @@ class ResNet(hk.Module):
                activation: Union[str, Callable] = "relu",
                lift: Optional[str] = None, head: str = "linear",
                head_component: Union[int, str] = 0,
-               w_init: Optional[hk.initializers.Initializer] = None,
+               w_init: Union[None, str, hk.initializers.Initializer] = None,
                conv_path: Optional[str] = None, folded: bool = False,
                name: Optional[str] = None):
     """Constructs the network.
@@ -245,7 +245,9 @@ class ResNet(hk.Module):
       lift: one of nn.LIFT_MODES, or None for `default_lift(algebra)`.
       head: one of HEADS (see module doc).
       head_component: the component read by head "component" (index or name).
-      w_init: conv weight initialiser; default nn.initializers.he_normal(algebra).
+      w_init: conv weight initialiser, or its name in nn.initializers.INITIALIZERS
+        (e.g. "polar", so a config can choose it); default
+        nn.initializers.he_normal(algebra).
       conv_path: `ops.conv2d` path of every conv; None picks the fastest (with
         `folded`, the path of the base algebra's op).
       folded: keep M_n(B) activations folded between layers (see module doc).
@@ -272,6 +274,8 @@ class ResNet(hk.Module):
     self.head = check_choice(head, HEADS, "head")
     self.head_component = head_component
     self.zero_init_last_bn = bool(zero_init_last_bn)
+    if isinstance(w_init, str):
+      w_init = ann.initializers.by_name(w_init, alg)
     self.layers = LayerChoices(alg, check_bn_config(bn_config), activation, w_init, conv_path,
                                folded)
 

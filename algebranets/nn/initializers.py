@@ -46,15 +46,16 @@ default in spirit (truncated normal, variance ∝ 1/fan_in), but with the
 algebra's fan_in and with the truncation corrected so that the variance really
 is 1/fan_in (Haiku's `TruncatedNormal(1/sqrt(fan_in))` default is ~0.77×).
 
-`distribution="polar"` (c and h only) is the initialisation of Trabelsi et
-al. 2018 (complex: Rayleigh modulus, uniform phase) and Gaudet & Maida 2018
-(quaternion: chi(4) modulus, uniform phase θ, uniform unit imaginary axis u,
+`distribution="polar"` (c and h) is the initialisation of Trabelsi et al. 2018
+(complex: Rayleigh modulus, uniform phase) and Gaudet & Maida 2018 (quaternion: chi(4) modulus, uniform phase θ, uniform unit imaginary axis u,
 w = |w|(cos θ + u sin θ)), scaled so that the component variance averaged over
 the D components is the same scale/fan as for the other distributions (hence
 E|w|² = D·scale/fan: for c with "fan_in" and scale 2 this is Trabelsi's He
 criterion Var(W) = 2/fan_in(complex)). For c it is the same distribution as
 "normal" (a Rayleigh modulus with uniform phase is a 2D Gaussian); for h the
-real part gets variance 2σ² and each imaginary part 2σ²/3.
+real part gets variance 2σ² and each imaginary part 2σ²/3. For r (modulus chi(1), direction
+±1) it is "normal" too: defined so that the real reference of a polar-initialised model exists
+(width matching builds one).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from algebranets import algebras as algebras_lib
 __all__ = [
     "VarianceScaling", "product_gain", "effective_fans", "MODES", "DISTRIBUTIONS",
     "lecun_normal", "lecun_uniform", "he_normal", "he_uniform", "glorot_normal",
-    "glorot_uniform", "polar",
+    "glorot_uniform", "polar", "INITIALIZERS", "by_name",
 ]
 
 MODES = ("fan_in", "fan_out", "fan_avg")
@@ -114,7 +115,7 @@ class VarianceScaling(hk.initializers.Initializer):
     Args:
       scale: multiplies the variance (1: LeCun/Glorot, 2: He).
       mode: one of MODES: which effective fan divides the variance.
-      distribution: one of DISTRIBUTIONS ("polar" only for algebras c and h).
+      distribution: one of DISTRIBUTIONS ("polar" only for algebras r, c and h).
       algebra: an Algebra or a registered name.
     """
     self.algebra = algebras_lib.get(algebra)
@@ -125,9 +126,9 @@ class VarianceScaling(hk.initializers.Initializer):
     if distribution not in DISTRIBUTIONS:
       raise ValueError(f"Unknown distribution {distribution!r}; valid distributions: "
                        f"{', '.join(DISTRIBUTIONS)}.")
-    if distribution == "polar" and self.algebra not in (algebras_lib.COMPLEX,
-                                                        algebras_lib.QUATERNION):
-      raise ValueError(f"distribution 'polar' is defined for algebras 'c' and 'h' only, "
+    if distribution == "polar" and self.algebra not in (
+        algebras_lib.REAL, algebras_lib.COMPLEX, algebras_lib.QUATERNION):
+      raise ValueError(f"distribution 'polar' is defined for algebras 'r', 'c' and 'h' only, "
                        f"not {self.algebra.name!r}.")
     self.scale = float(scale)
     self.mode = mode
@@ -158,6 +159,8 @@ def _polar(key, shape, std, d):
   """Polar sample with mean squared modulus d·std² (see module doc)."""
   k_mod, k_phase, k_axis = jax.random.split(key, 3)
   lead = shape[:-1]
+  if d == 1:  # chi(1) modulus, direction ±1: the normal distribution
+    return std * jax.random.normal(k_mod, shape)
   # chi(d) modulus with scale std: |w|² = std² · χ²_d, so E|w|² = d·std².
   modulus = std * jnp.sqrt(jnp.sum(jnp.square(jax.random.normal(k_mod, lead + (d,))), -1))
   theta = jax.random.uniform(k_phase, lead, minval=-np.pi, maxval=np.pi)
@@ -196,3 +199,22 @@ def glorot_uniform(algebra) -> VarianceScaling:
 def polar(algebra, scale: float = 2.0, mode: str = "fan_in") -> VarianceScaling:
   """Trabelsi (c) / Gaudet-Maida (h) polar init; He criterion by default."""
   return VarianceScaling(scale, mode, "polar", algebra=algebra)
+
+
+# name -> factory(algebra): the initialisers a config can name (a model's `w_init="polar"`).
+INITIALIZERS = {
+    "lecun_normal": lecun_normal,
+    "lecun_uniform": lecun_uniform,
+    "he_normal": he_normal,
+    "he_uniform": he_uniform,
+    "glorot_normal": glorot_normal,
+    "glorot_uniform": glorot_uniform,
+    "polar": polar,
+}
+
+
+def by_name(name: str, algebra) -> VarianceScaling:
+  """INITIALIZERS[name](algebra); ValueError naming the choices for an unknown name."""
+  if name not in INITIALIZERS:
+    raise ValueError(f"Unknown initializer {name!r}; valid names: {', '.join(INITIALIZERS)}.")
+  return INITIALIZERS[name](algebra)

@@ -1,0 +1,277 @@
+r"""Collects a sweep's workdirs into a markdown table, a JSON file and the paper's plots.
+
+  python -m experiments.collect --root=runs/cifar10_small --out=docs/results/cifar10
+
+Every folder under --root with a config.json is a run. From it this reads config.json (algebra,
+match, model width or d_model, sparsity target), model.json (real parameters and MACs per
+example or token; for pruned runs the non-zero ones too), metrics.jsonl (the final eval record:
+the reported metric and the step) and the launcher's launch.json (wall time of the run, the
+metric the sweep reports, git commit, machine, command). Runs without a final eval record
+(still running, failed) are listed below the table, not in it.
+
+Writes to --out:
+  results.md             header (date, git commit(s), machine, the commands), then one row per run:
+                         run, algebra, match, variant, width / d_model, params, MACs, sparsity,
+                         metric, steps, wall time
+  results.json           the same rows, for programs
+  metric_vs_params.png   the metric against real parameters (non-zero ones for sparse runs),
+  metric_vs_macs.png     and against multiply-adds per example / token: one series per algebra
+                         (and variant), sparse runs their own series, log-scaled x
+
+Nothing in the outputs is typed by hand: every number comes from the workdirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+import shlex
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from experiments import launch as launch_lib
+from experiments import sweeps as sweeps_lib
+
+# Metrics where lower is better (the others, e.g. top1, are higher-is-better).
+LOWER_IS_BETTER = ("bpc", "nll", "ppl", "loss")
+_ALGEBRA_ORDER = {a: i for i, a in enumerate(sweeps_lib.LM_ALGEBRAS)}
+
+
+@dataclasses.dataclass
+class Row:
+  """One finished run, as the table shows it."""
+  run: str
+  algebra: str
+  match: str
+  variant: str
+  size: str          # "width 0.354" (image models) or "d_model 48" (Transformer-XL)
+  params: int
+  macs: float        # per example (images) or per token (language models)
+  sparsity: float    # configured target (0: dense)
+  nonzero_params: Optional[int]
+  nonzero_macs: Optional[float]
+  metric: str        # "<split>/<name>"
+  value: float
+  step: int
+  wall_s: Optional[float]
+  macs_unit: str     # "example" or "token"
+
+  @property
+  def series(self) -> str:
+    label = self.algebra + (f" ({self.variant})" if self.variant else "")
+    return label + (f" sparse {self.sparsity:.0%}" if self.sparsity else "")
+
+  @property
+  def effective_params(self) -> float:
+    return self.nonzero_params if self.sparsity and self.nonzero_params else self.params
+
+  @property
+  def effective_macs(self) -> float:
+    return self.nonzero_macs if self.sparsity and self.nonzero_macs else self.macs
+
+
+def _variant(config: dict) -> str:
+  """Model settings beyond algebra and size (BN kind, initialiser): their own plot series."""
+  parts = []
+  model = config.get("model", {})
+  if (model.get("bn_config") or {}).get("whitening"):
+    parts.append("whitening BN")
+  if model.get("w_init"):
+    parts.append(f"{model['w_init']} init")
+  return ", ".join(parts)
+
+
+def read_run(workdir: pathlib.Path, metric: Optional[str] = None) -> Tuple[Optional[Row], str]:
+  """(the run's Row, "") if it finished with an eval of its metric, else (None, why not)."""
+  config = json.loads((workdir / "config.json").read_text())
+  record_path = workdir / launch_lib.RUN_FILE
+  record = json.loads(record_path.read_text()) if record_path.exists() else {}
+  metric = metric or record.get("metric") or config.get("checkpoint", {}).get("best_metric")
+  if not metric or "/" not in metric:
+    return None, "no metric (give --metric=<split>/<name>)"
+  split, name = metric.split("/", 1)
+  evals = [r for r in launch_lib.read_jsonl(workdir / "metrics.jsonl")
+           if r.get("split") == split and name in r]
+  num_steps = int(config.get("train", {}).get("num_steps", 0))
+  if not evals or evals[-1]["step"] < num_steps:
+    status = record.get("status", "no launch record")
+    return None, f"no {metric} at its last step {num_steps} (launcher status: {status})"
+  last = evals[-1]
+  model_path = workdir / "model.json"
+  sizes = json.loads(model_path.read_text()) if model_path.exists() else {}
+  macs_key = next((k for k in ("macs_per_example", "macs_per_token") if k in sizes), None)
+  model = config.get("model", {})
+  size = (f"width {model['width']:.3g}" if "width" in model else
+          f"d_model {model.get('d_model')}")
+  sparsity = float(config.get("sparsity", {}).get("target", 0.0) or 0.0)
+  row = Row(run=workdir.name, algebra=config["algebra"], match=config.get("match", "none"),
+            variant=_variant(config), size=size, params=int(sizes.get("params", 0)),
+            macs=float(sizes.get(macs_key, float("nan"))) if macs_key else float("nan"),
+            sparsity=sparsity, nonzero_params=sizes.get("nonzero_params"),
+            nonzero_macs=sizes.get(f"nonzero_{macs_key}") if macs_key else None,
+            metric=metric, value=float(last[name]), step=int(last["step"]),
+            wall_s=record.get("wall_s") if record.get("status") == "done" else None,
+            macs_unit=(macs_key or "macs_per_example").split("_")[-1])
+  return row, ""
+
+
+def collect(root, metric: Optional[str] = None) -> Tuple[List[Row], Dict[str, str], List[dict]]:
+  """(rows, {run: why it is not in the table}, launch records) of every run under `root`."""
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise FileNotFoundError(f"no run folder {root}")
+  rows, skipped, records = [], {}, []
+  for config in sorted(root.glob("**/config.json")):
+    workdir = config.parent
+    row, why = read_run(workdir, metric)
+    if row is None:
+      skipped[str(workdir.relative_to(root))] = why
+    else:
+      rows.append(row)
+    record = workdir / launch_lib.RUN_FILE
+    if record.exists():
+      records.append(json.loads(record.read_text()))
+  rows.sort(key=lambda r: (r.sparsity, _ALGEBRA_ORDER.get(r.algebra, len(_ALGEBRA_ORDER)),
+                           r.algebra, r.variant, r.params, r.run))
+  return rows, skipped, records
+
+
+def _fmt_value(metric: str, value: float) -> str:
+  if metric.endswith("top1") or metric.endswith("top5"):
+    return f"{100 * value:.2f}%"
+  return f"{value:.4g}"
+
+
+def _fmt_wall(seconds: Optional[float]) -> str:
+  if seconds is None:
+    return "n/a"
+  return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def table(rows: Sequence[Row]) -> str:
+  """The markdown table of `rows`."""
+  unit = rows[0].macs_unit if rows else "example"
+  metric = rows[0].metric if rows else "metric"
+  header = ["run", "algebra", "match", "variant", "width / d_model", "params",
+            f"MACs/{unit}", "sparsity", "non-zero params", metric, "steps", "wall time"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in rows:
+    nonzero = f"{r.nonzero_params:,}" if r.sparsity and r.nonzero_params else ""
+    lines.append("| " + " | ".join([
+        f"`{r.run}`", r.algebra, r.match, r.variant or "-", r.size, f"{r.params:,}",
+        f"{r.macs:,.0f}", f"{r.sparsity:.0%}" if r.sparsity else "0", nonzero or "-",
+        _fmt_value(r.metric, r.value), f"{r.step:,}", _fmt_wall(r.wall_s)]) + " |")
+  return "\n".join(lines)
+
+
+def header(root, records: Sequence[dict], command: str) -> str:
+  """Date, commit(s), machine(s) and commands of the runs, and the collector's command."""
+  now = datetime.datetime.now().isoformat(timespec="minutes")
+  commits = sorted({r.get("git_commit", "unknown") for r in records}) or ["unknown"]
+  machines = sorted({r.get("machine", "unknown") for r in records}) or ["unknown (no launch records)"]
+  sweeps = sorted({r.get("sweep") for r in records if r.get("sweep")})
+  started = sorted(r["started"] for r in records if r.get("started"))
+  finished = sorted(r["finished"] for r in records if r.get("finished"))
+  total = sum(r.get("wall_s") or 0 for r in records)
+  lines = [f"Collected: {now} from `{root}`  ",
+           f"Git commit of the runs: {', '.join(commits)}  ",
+           f"Machine: {'; '.join(machines)}  "]
+  if started:
+    lines.append(f"Runs: {started[0]} to {finished[-1] if finished else '?'}, "
+                 f"{_fmt_wall(total)} of run wall time in all  ")
+  if sweeps:
+    lines.append("Launched with: " + "; ".join(
+        f"`python -m experiments.launch --sweep={s} ...`" for s in sweeps) + "  ")
+  lines.append(f"Table and plots: `{command}`")
+  return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathlib.Path]:
+  """metric_vs_params.png and metric_vs_macs.png; returns their paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  if not rows:
+    return []
+  metric = rows[0].metric
+  series: Dict[str, List[Row]] = {}
+  for r in rows:
+    series.setdefault(r.series, []).append(r)
+  scale = 100.0 if metric.endswith(("top1", "top5")) else 1.0
+  paths = []
+  for what, xs, label in (
+      ("params", lambda r: r.effective_params, "real parameters (non-zero for sparse runs)"),
+      ("macs", lambda r: r.effective_macs,
+       f"multiply-adds per {rows[0].macs_unit} (non-zero for sparse runs)")):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, points) in enumerate(series.items()):
+      points = sorted(points, key=xs)
+      sparse = any(p.sparsity for p in points)
+      ax.plot([xs(p) for p in points], [scale * p.value for p in points],
+              marker="s" if sparse else ("^" if "(" in name else "o"),
+              linestyle="--" if sparse else "-", color=f"C{i % 10}", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel(metric + (" (%)" if scale != 1 else ""))
+    better = "lower" if metric.split("/")[-1] in LOWER_IS_BETTER else "higher"
+    ax.set_title(f"{title + ': ' if title else ''}{metric} vs {what} ({better} is better)",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / f"metric_vs_{what}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def write(root, out, *, metric: Optional[str] = None, title: str = "",
+          command: Optional[str] = None) -> List[Row]:
+  """Collects `root` and writes results.md, results.json and the plots to `out`."""
+  rows, skipped, records = collect(root, metric)
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  command = command or "python -m experiments.collect " + shlex.join(
+      [f"--root={root}", f"--out={out}"])
+  text = [f"# {title or 'Results'}", "", header(root, records, command), "", table(rows)]
+  if rows and any(r.sparsity for r in rows):
+    text += ["", "Sparse runs: MACs and parameters in the table are those of the dense model; "
+             "the plots place sparse runs at their non-zero parameters and MACs."]
+  if skipped:
+    text += ["", "Not in the table (unfinished or failed):", ""]
+    text += [f"- `{name}`: {why}" for name, why in sorted(skipped.items())]
+  (out / "results.md").write_text("\n".join(text) + "\n")
+  (out / "results.json").write_text(json.dumps(
+      [dict(dataclasses.asdict(r), series=r.series) for r in rows], indent=2))
+  plot(rows, out, title)
+  return rows
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m experiments.collect",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--root", required=True, help="folder holding the runs' workdirs")
+  parser.add_argument("--out", help="where results.md and the plots go (default: --root)")
+  parser.add_argument("--metric", help="<split>/<name> to report (default: the sweep's, from "
+                      "launch.json, else the config's best_metric)")
+  parser.add_argument("--title", default="", help="heading of results.md and the plots")
+  args = parser.parse_args(argv)
+  command = "python -m experiments.collect " + shlex.join(
+      (argv if argv is not None else sys.argv[1:]))
+  try:
+    rows = write(args.root, args.out or args.root, metric=args.metric, title=args.title,
+                 command=command)
+  except FileNotFoundError as e:
+    parser.error(str(e))
+  print(f"{len(rows)} run(s) -> {pathlib.Path(args.out or args.root) / 'results.md'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

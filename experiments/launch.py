@@ -1,0 +1,237 @@
+r"""Runs a sweep's training runs one after another here, or writes their commands for a cluster.
+
+  python -m experiments.launch --sweep=cifar10_small --root=runs/cifar10_small \
+      --data=cifar10=../shared/data/cifar10
+  python -m experiments.launch --sweep=imagenet_resnet50 --root=gs://.../rn50 \
+      --data=imagenet=$TFDS_DIR --write_commands=rn50.sh      (one command per line)
+  python -m experiments.launch --sweep=char_lm_small --root=runs/char --data=text=input.txt \
+      --only='^(r|m2r)_' --config.train.batch_size=32
+
+Each run is `python -m algebranets.train --config=... --workdir=ROOT/<run name> ...` in a
+subprocess of its own (so its memory is freed and a crash stops only that run), with its output
+in ROOT/<run name>/train.log. `--data=NAME=PATH` fills the sweep's data placeholders (the sweep
+says which it needs); any `--config.a.b=value` flag is passed on to every run.
+
+Rerunning skips finished runs: a run is finished when its workdir's launch record (RUN_FILE,
+written by this launcher when the subprocess exits) says "done", or -- for workdirs written by
+commands run elsewhere -- when its metrics.jsonl holds an eval record at the config's last step.
+A run that failed or was interrupted is started again (and resumes from its checkpoint).
+
+The launch record, ROOT/<run name>/launch.json: sweep, run name, algebra, settings, metric,
+command, status ("running", "done", "failed"), return code, start and end time, wall seconds of
+the subprocess (start-up, compilation and evaluation included), git commit and host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from experiments import sweeps as sweeps_lib
+
+RUN_FILE = "launch.json"
+LOG_FILE = "train.log"
+
+
+def git_commit(repo=sweeps_lib.ROOT) -> str:
+  """HEAD of the repository ("+dirty" if tracked files changed), or "unknown"."""
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                           text=True, capture_output=True, check=True).stdout.strip()
+    return head + ("+dirty" if dirty else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def machine() -> str:
+  """One line: CPU model (or machine type), cores, OS."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def parse_data(items: Sequence[str]) -> Dict[str, str]:
+  """["name=PATH", ...] -> {name: absolute PATH}."""
+  out = {}
+  for item in items:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+      raise ValueError(f"--data expects NAME=PATH, got {item!r}")
+    out[name] = str(pathlib.Path(path).expanduser().absolute())
+  return out
+
+
+def check_data(sweep: sweeps_lib.Sweep, data: Dict[str, str]) -> None:
+  needed = dict(sweep.data)
+  missing = sorted(set(needed) - set(data))
+  if missing:
+    lines = "\n".join(f"  --data={n}=PATH   {needed[n]}" for n in missing)
+    raise ValueError(f"sweep {sweep.name!r} needs data paths:\n{lines}")
+  unknown = sorted(set(data) - set(needed))
+  if unknown:
+    raise ValueError(f"sweep {sweep.name!r} takes no data {unknown}; it takes {sorted(needed)}")
+
+
+def select(sweep: sweeps_lib.Sweep, only: Optional[str]) -> List[sweeps_lib.Run]:
+  """The sweep's runs whose name matches the regex `only` (all if None)."""
+  if not only:
+    return list(sweep.runs)
+  pattern = re.compile(only)
+  runs = [r for r in sweep.runs if pattern.search(r.name)]
+  if not runs:
+    raise ValueError(f"--only={only!r} matches no run of {sweep.name!r}; runs: "
+                     f"{[r.name for r in sweep.runs]}")
+  return runs
+
+
+def read_jsonl(path: pathlib.Path) -> List[dict]:
+  records = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:  # a line cut by a crash
+        pass
+  return records
+
+
+def is_finished(workdir) -> bool:
+  """Whether the run in `workdir` completed (see the module docstring)."""
+  workdir = pathlib.Path(workdir)
+  record = workdir / RUN_FILE
+  if record.exists():
+    try:
+      if json.loads(record.read_text()).get("status") == "done":
+        return True
+    except json.JSONDecodeError:
+      pass
+  config = workdir / "config.json"
+  if not config.exists():
+    return False
+  steps = json.loads(config.read_text()).get("train", {}).get("num_steps", 0)
+  return any(r.get("split") != "train" and r.get("step", -1) >= steps > 0
+             for r in read_jsonl(workdir / "metrics.jsonl"))
+
+
+def commands(sweep, runs, root, data, extra, python) -> List[List[str]]:
+  return [run.command(pathlib.Path(root) / run.name, data, python) + list(extra) for run in runs]
+
+
+def _write_record(path: pathlib.Path, record: dict) -> None:
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(record, indent=2))
+  tmp.replace(path)
+
+
+def launch_run(sweep, run, root: pathlib.Path, data, extra, python, log=print) -> dict:
+  """Runs one run in a subprocess; returns (and writes) its launch record."""
+  workdir = root / run.name
+  workdir.mkdir(parents=True, exist_ok=True)
+  argv = run.command(workdir, data, python) + list(extra)
+  record = dict(sweep=sweep.name, run=run.name, algebra=run.algebra, settings=run.arg_keys,
+                sparsity=run.sparsity, variant=run.variant, metric=sweep.metric,
+                command=shlex.join(argv), status="running", returncode=None,
+                started=datetime.datetime.now().isoformat(timespec="seconds"), finished=None,
+                wall_s=None, git_commit=git_commit(), host=platform.node(), machine=machine())
+  _write_record(workdir / RUN_FILE, record)
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(sweeps_lib.ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+  log(f"[{record['started']}] {run.name}: {record['command']}")
+  start = time.monotonic()
+  with open(workdir / LOG_FILE, "a") as out:
+    returncode = subprocess.run(argv, cwd=sweeps_lib.ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, check=False).returncode
+  record.update(status="done" if returncode == 0 else "failed", returncode=returncode,
+                finished=datetime.datetime.now().isoformat(timespec="seconds"),
+                wall_s=round(time.monotonic() - start, 1))
+  _write_record(workdir / RUN_FILE, record)
+  log(f"[{record['finished']}] {run.name}: {record['status']} in {record['wall_s']:.0f} s"
+      + ("" if returncode == 0 else f" (exit {returncode}; see {workdir / LOG_FILE})"))
+  return record
+
+
+def launch(sweep_name: str, root, *, data=None, only=None, extra=(), python=sys.executable,
+           log=print) -> List[dict]:
+  """Runs the sweep's (selected, unfinished) runs one after another; their launch records."""
+  sweep = sweeps_lib.get(sweep_name)
+  data = dict(data or {})
+  check_data(sweep, data)
+  root = pathlib.Path(root).absolute()
+  records = []
+  for run in select(sweep, only):
+    if is_finished(root / run.name):
+      log(f"{run.name}: finished, skipped")
+      continue
+    records.append(launch_run(sweep, run, root, data, extra, python, log))
+  return records
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m experiments.launch", description=__doc__.split("\n\n")[0],
+      epilog="Any --config.a.b=value flag is passed on to every run.")
+  parser.add_argument("--sweep", required=True, help=f"one of {sorted(sweeps_lib.SWEEPS)}")
+  parser.add_argument("--root", help="folder of the runs' workdirs (default runs/<sweep>)")
+  parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                      help="a data path the sweep needs (repeat for several)")
+  parser.add_argument("--only", help="regex: launch only the runs whose name it matches")
+  parser.add_argument("--print_commands", action="store_true",
+                      help="print one command per run instead of running them")
+  parser.add_argument("--write_commands", metavar="FILE",
+                      help="write one command per run to FILE instead of running them")
+  parser.add_argument("--python", default=None,
+                      help="interpreter of the runs (default: this one; 'python' in commands)")
+  args, rest = parser.parse_known_args(argv)
+  unknown = [a for a in rest if not a.startswith("--config.")]
+  if unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)} (only --config.* flags are "
+                 "passed on to the runs)")
+  try:
+    sweep = sweeps_lib.get(args.sweep)
+    data = parse_data(args.data)
+    check_data(sweep, data)
+    root = pathlib.Path(args.root or pathlib.Path("runs") / sweep.name)
+    if args.print_commands or args.write_commands:
+      runs = select(sweep, args.only)
+      lines = [shlex.join(c) for c in
+               commands(sweep, runs, root.absolute(), data, rest, args.python or "python")]
+      text = "".join(line + "\n" for line in lines)
+      if args.write_commands:
+        pathlib.Path(args.write_commands).write_text(text)
+        print(f"wrote {len(lines)} commands to {args.write_commands} (run them from "
+              f"{sweeps_lib.ROOT})")
+      if args.print_commands:
+        sys.stdout.write(text)
+      return 0
+    records = launch(args.sweep, root, data=data, only=args.only, extra=rest,
+                     python=args.python or sys.executable,
+                     log=lambda m: print(m, flush=True))
+  except ValueError as e:
+    parser.error(str(e))
+  failed = [r["run"] for r in records if r["status"] != "done"]
+  print(f"{len(records)} run(s) launched, {len(failed)} failed" +
+        (f": {failed}" if failed else ""), flush=True)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

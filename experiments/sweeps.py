@@ -1,0 +1,271 @@
+r"""The paper's comparisons as data: sweeps of training runs, by name.
+
+  python -m experiments.sweeps                     (every sweep: its runs and the data it needs)
+  python -m experiments.sweeps --sweep=cifar10_small
+  python -m experiments.sweeps --estimate          (compute per run from MACs, see `estimate`)
+
+A `Sweep` is a list of `Run`s plus what its runs need from the user: data paths (`data`, named
+placeholders such as "{cifar10}" that runs use in their config argument or overrides and that
+`python -m experiments.launch --data=cifar10=DIR` fills in) and the metric its table reports.
+A `Run` is one `python -m algebranets.train` invocation: a config file, its argument
+("m2r,match=params") and `--config.*` overrides ({"sparsity.target": 0.9}). Its name, the
+workdir's name under the sweep's root, is derived from the settings that differ between runs
+(algebra, the argument's keys, sparsity, an optional variant label), e.g.
+"m2r_match-params_sparsity-0.9".
+
+SWEEPS (name -> Sweep):
+  imagenet_resnet50, imagenet_mobilenet_v1    the paper's ImageNet families: every algebra the
+      paper trains (r, c, h, m2r, m2c, m3r, m4r, dual) x match in {params, macs}, dense, then
+      r and m2r at 50%, 75% and 90% element sparsity (equal params only). Full recipes
+      (90 / 200 epochs): one accelerator slice per run.
+  enwik8_transformer_xl, wikitext103_transformer_xl    the same grid for Transformer-XL base
+      (cross3 included: it has no identity element, which only image models' lifts need).
+  cifar10_small, cifar10_small_sparse    real small runs for 2 CPU cores: ResNet-20 at width 0.5
+      on a 10,000-image subset of CIFAR-10, every algebra at equal params, the whitening-BN and
+      polar-init variants of c and h; then r and m2r at 90% sparsity (a separate sweep, run last).
+  char_lm_small    real small runs: configs/char_transformer_xl.py on a text file, every
+      algebra at equal params.
+  debug_image, debug_lm    tiny sweeps (2 algebras x 2 sizes) of the debug configs, for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+# Config-argument keys that say where data is or are shared by a whole sweep: not in run names.
+_UNNAMED_KEYS = ("folder", "path", "preset", "steps")
+# Sparsity overrides (config.sparsity, algebranets.sparsity) and how a run's name shows them.
+SPARSITY_TARGET = "sparsity.target"
+
+PAPER_ALGEBRAS = ("r", "c", "h", "m2r", "m2c", "m3r", "m4r", "dual")
+LM_ALGEBRAS = PAPER_ALGEBRAS + ("cross3",)
+MATCHES = ("params", "macs")
+SPARSITIES = (0.5, 0.75, 0.9)
+SPARSE_ALGEBRAS = ("r", "m2r")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: `python -m algebranets.train --config=<config>:<arg> --config.k=v ...`.
+
+  Attributes:
+    config: the config file, relative to the repository root ("configs/cifar10_resnet.py").
+    arg: the config argument, algebra first ("m2r,match=params,folder={cifar10}"); "{name}"
+      placeholders are the sweep's data paths.
+    overrides: dotted config key -> value, passed as --config.<key>=<value>.
+    variant: an extra label for the run's name (when the settings alone do not tell runs apart).
+  """
+  config: str
+  arg: str
+  overrides: Tuple[Tuple[str, Any], ...] = ()
+  variant: str = ""
+
+  @property
+  def algebra(self) -> str:
+    return self.arg.split(",")[0].strip()
+
+  @property
+  def arg_keys(self) -> Dict[str, str]:
+    """The argument's key=value pairs ("debug" as debug=true), in order."""
+    out = {}
+    for part in self.arg.split(",")[1:]:
+      key, _, value = part.strip().partition("=")
+      out[key] = value if value else "true"
+    return out
+
+  @property
+  def sparsity(self) -> float:
+    return float(dict(self.overrides).get(SPARSITY_TARGET, 0.0))
+
+  @property
+  def name(self) -> str:
+    """The workdir name: algebra, argument keys (not data paths), sparsity, variant."""
+    parts = [self.algebra]
+    parts += [f"{k}-{v}" for k, v in self.arg_keys.items()
+              if k not in _UNNAMED_KEYS and k != "debug"]
+    if self.sparsity:
+      parts.append(f"sparsity-{self.sparsity:g}")
+    if self.variant:
+      parts.append(self.variant)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts))
+
+  def command(self, workdir, data: Optional[Mapping[str, str]] = None,
+              python: str = "python") -> list:
+    """The argv of this run (data placeholders filled in from `data`)."""
+    data = dict(data or {})
+    fill = lambda text: str(text).format(**data)
+    argv = [python, "-m", "algebranets.train", f"--config={self.config}:{fill(self.arg)}",
+            f"--workdir={workdir}"]
+    argv += [f"--config.{k}={fill(_flag_value(v))}" for k, v in self.overrides]
+    return argv
+
+  def placeholders(self) -> set:
+    texts = [self.arg] + [str(v) for _, v in self.overrides]
+    return {m for t in texts for m in re.findall(r"\{(\w+)\}", t)}
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (tuple, list)):
+    return "(" + ",".join(_flag_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """Runs that answer one of the paper's questions, and how to read their results.
+
+  Attributes:
+    name: registry key; also the default root folder's name.
+    description: what it compares, at what size.
+    runs: the runs, in launch order (dense first, sparse last).
+    metric: "<split>/<metric>" of the final eval record its table reports, e.g. "test/top1".
+    data: placeholder name -> what path the user gives (`--data=name=PATH`).
+  """
+  name: str
+  description: str
+  runs: Tuple[Run, ...]
+  metric: str
+  data: Tuple[Tuple[str, str], ...] = ()
+
+  def __post_init__(self):
+    names = [r.name for r in self.runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+      raise ValueError(f"sweep {self.name!r} has several runs named {duplicates}")
+    needed = set().union(*(r.placeholders() for r in self.runs)) if self.runs else set()
+    missing = needed - dict(self.data).keys()
+    if missing:
+      raise ValueError(f"sweep {self.name!r}: runs use data placeholders {sorted(missing)} that "
+                       "its `data` does not describe")
+
+  def run(self, name: str) -> Run:
+    for r in self.runs:
+      if r.name == name:
+        return r
+    raise ValueError(f"sweep {self.name!r} has no run {name!r}; runs: {[r.name for r in self.runs]}")
+
+
+def _grid(config: str, algebras: Sequence[str], matches: Sequence[str], extra: str = "",
+          overrides: Mapping[str, Any] = (), sparsities: Sequence[float] = (),
+          sparse_algebras: Sequence[str] = SPARSE_ALGEBRAS) -> Tuple[Run, ...]:
+  """algebras x matches (dense; r once, it is its own match), then sparse_algebras x sparsities."""
+  overrides = tuple(dict(overrides).items())
+  runs = []
+  for alg in algebras:
+    for match in (matches if alg != "r" else matches[:1]):
+      runs.append(Run(config, f"{alg},match={match}{extra}", overrides))
+  for s in sparsities:
+    for alg in sparse_algebras:
+      runs.append(Run(config, f"{alg},match={matches[0]}{extra}",
+                      overrides + ((SPARSITY_TARGET, s),)))
+  return tuple(runs)
+
+
+# ----------------------------------------------------------------------------- small real runs
+# Sized on this project's development machines (2 CPU cores, see docs/results/README.md):
+# ~2.5 minutes per CIFAR run and ~1.5 per character-LM run on an idle machine, compilation and
+# evaluation included; the same steps for every algebra (equal data).
+CIFAR_SMALL_STEPS = 300
+CHAR_LM_STEPS = 400
+CIFAR_SMALL_ARG = ",match=params,folder={cifar10},preset=small,steps=%d" % CIFAR_SMALL_STEPS
+# Pruning on a short schedule: masks every 10 steps from 10% to 60% of training.
+SMALL_SPARSITY = (("sparsity.frequency", 10),)
+
+
+def _cifar_small() -> Tuple[Run, ...]:
+  config = "configs/cifar10_resnet.py"
+  runs = [Run(config, alg + CIFAR_SMALL_ARG) for alg in PAPER_ALGEBRAS]
+  for alg in ("c", "h"):
+    runs.append(Run(config, alg + CIFAR_SMALL_ARG + ",bn=whitening"))
+    runs.append(Run(config, alg + CIFAR_SMALL_ARG + ",init=polar"))
+  return tuple(runs)
+
+
+def _cifar_small_sparse() -> Tuple[Run, ...]:
+  return tuple(Run("configs/cifar10_resnet.py", alg + CIFAR_SMALL_ARG,
+                   SMALL_SPARSITY + ((SPARSITY_TARGET, 0.9),)) for alg in SPARSE_ALGEBRAS)
+
+
+_CIFAR_DATA = (("cifar10", "CIFAR-10 image folder DIR/{train,test}/<label>/*.jpg|png "
+                           "(e.g. ../shared/data/cifar10)"),)
+_TEXT_DATA = (("text", "a plain text file (e.g. ../shared/data/tinyshakespeare/input.txt)"),)
+_IMAGENET_DATA = (("imagenet", "TFDS data_dir holding (or to prepare) imagenet2012, see "
+                               "scripts/prepare_imagenet.md"),)
+
+SWEEPS: Dict[str, Sweep] = {}
+
+
+def _register(sweep: Sweep) -> None:
+  SWEEPS[sweep.name] = sweep
+
+
+_register(Sweep(
+    "imagenet_resnet50", "ResNet-50 on ImageNet, 90 epochs: algebras x {equal params, equal "
+    "MACs}, then r and m2r at 50/75/90% element sparsity",
+    _grid("configs/imagenet_resnet50.py", PAPER_ALGEBRAS, MATCHES,
+          overrides={"data.data_dir": "{imagenet}"}, sparsities=SPARSITIES),
+    metric="validation/top1", data=_IMAGENET_DATA))
+_register(Sweep(
+    "imagenet_mobilenet_v1", "MobileNet-v1 on ImageNet: algebras x {equal params, equal MACs}, "
+    "then r and m2r at 50/75/90% element sparsity",
+    _grid("configs/imagenet_mobilenet_v1.py", PAPER_ALGEBRAS, MATCHES,
+          overrides={"data.data_dir": "{imagenet}"}, sparsities=SPARSITIES),
+    metric="validation/top1", data=_IMAGENET_DATA))
+_register(Sweep(
+    "enwik8_transformer_xl", "Transformer-XL base (12 layers, d_model 512) on enwik8: algebras x "
+    "{equal params, equal MACs}, then r and m2r at 50/75/90% element sparsity",
+    _grid("configs/enwik8_transformer_xl.py", LM_ALGEBRAS, MATCHES,
+          overrides={"data.path": "{enwik8}"}, sparsities=SPARSITIES),
+    metric="valid/bpc", data=(("enwik8", "enwik8.zip or the raw enwik8 file "
+                                         "(scripts/download_enwik8.sh)"),)))
+_register(Sweep(
+    "wikitext103_transformer_xl", "Transformer-XL base (16 layers, d_model 410, adaptive softmax) "
+    "on WikiText-103: algebras x {equal params, equal MACs}, then r and m2r at 50/75/90% "
+    "element sparsity",
+    _grid("configs/wikitext103_transformer_xl.py", LM_ALGEBRAS, MATCHES,
+          overrides={"data.path": "{wikitext103}"}, sparsities=SPARSITIES),
+    metric="valid/ppl", data=(("wikitext103", "wikitext-103-v1.zip or its extracted "
+                                              "wikitext-103/ (scripts/download_wikitext103.sh)"),)))
+_register(Sweep(
+    "cifar10_small", f"ResNet-20 at width 0.5 on 10,000 CIFAR-10 training images, "
+    f"{CIFAR_SMALL_STEPS} steps of 32 images, tested on 2,000 test images: every algebra at equal "
+    "params, and whitening BN / polar init for c and h",
+    _cifar_small(), metric="test/top1", data=_CIFAR_DATA))
+_register(Sweep(
+    "cifar10_small_sparse", "cifar10_small's r and m2r at 90% element sparsity (gradual pruning "
+    "from 10% to 60% of the steps)",
+    _cifar_small_sparse(), metric="test/top1", data=_CIFAR_DATA))
+_register(Sweep(
+    "char_lm_small", f"Transformer-XL (2 layers, real d_model 96) on a text file, "
+    f"{CHAR_LM_STEPS} steps of 16 x 64 bytes: every algebra at equal params, bpc on the test "
+    "split",
+    tuple(Run("configs/char_transformer_xl.py",
+              f"{alg},match=params,path={{text}},steps={CHAR_LM_STEPS}") for alg in LM_ALGEBRAS),
+    metric="test/bpc", data=_TEXT_DATA))
+_register(Sweep(
+    "debug_image", "debug CIFAR ResNet-20: r and m2r at widths 0.25 and 0.5 (no matching), on an "
+    "image folder",
+    tuple(Run("configs/cifar10_resnet.py", f"{alg},debug,width={w},folder={{images}}")
+          for alg in ("r", "m2r") for w in (0.25, 0.5)),
+    metric="test/top1", data=(("images", "an image folder DIR/{train,test}/<label>/*.png"),)))
+_register(Sweep(
+    "debug_lm", "debug character Transformer-XL: r and m2r at d_model 32 and 48 (no matching)",
+    tuple(Run("configs/char_transformer_xl.py", f"{alg},debug,match=none,path={{text}}",
+              (("model.d_model", d), ("model.d_inner", 2 * d)), variant=f"d{d}")
+          for alg in ("r", "m2r") for d in (32, 48)),
+    metric="test/bpc", data=_TEXT_DATA))
+
+def get(name: str) -> Sweep:
+  """SWEEPS[name]; ValueError naming the sweeps for an unknown name."""
+  if name not in SWEEPS:
+    raise ValueError(f"unknown sweep {name!r}; sweeps: {sorted(SWEEPS)}")
+  return SWEEPS[name]
