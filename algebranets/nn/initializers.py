@@ -47,7 +47,8 @@ algebra's fan_in and with the truncation corrected so that the variance really
 is 1/fan_in (Haiku's `TruncatedNormal(1/sqrt(fan_in))` default is ~0.77×).
 
 `distribution="polar"` (c and h) is the initialisation of Trabelsi et al. 2018
-(complex: Rayleigh modulus, uniform phase) and Gaudet & Maida 2018 (quaternion: chi(4) modulus, uniform phase θ, uniform unit imaginary axis u,
+(complex: Rayleigh modulus, uniform phase) and Gaudet & Maida 2018 (quaternion:
+chi(4) modulus, uniform phase θ, uniform unit imaginary axis u,
 w = |w|(cos θ + u sin θ)), scaled so that the component variance averaged over
 the D components is the same scale/fan as for the other distributions (hence
 E|w|² = D·scale/fan: for c with "fan_in" and scale 2 this is Trabelsi's He
