@@ -265,11 +265,17 @@ def element_sparsity(w) -> float:
   return float(np.mean(~np.any(w != 0, axis=-1))) if w.size else 0.0
 
 
-# Sparsity from which the kernel beats the dense layer, by rows per call (the
-# batch times n for M_n), measured by scripts/benchmark_sparse.py on a 2-core
-# AMD EPYC (BENCHMARKS.md, "sparse"), rounded up for a margin. Rows beyond
-# the table: dense (batched matmuls reuse each weight across the batch).
-_BREAK_EVEN = ((1, 0.5), (4, 0.5), (16, 0.7), (256, 0.8))
+# Sparsity from which the kernel beats the dense layer, by columns per call
+# P = batch · n (n = 1 unless M_n), measured by scripts/benchmark_sparse.py on
+# a 2-core AMD EPYC (BENCHMARKS.md, "sparse"; width 1024, equal dense params):
+#   P = 1 (R, H at batch 1): 70% is the first measured sparsity that wins
+#     (1.3-1.4×; at 50% H 0.84×, R 0.91×);
+#   P = 2-4 (M2(R), M4(R) at batch 1): 50% already wins (1.7×, 2.8×);
+#   P = 64-256 (batch 64): 90% wins for all four (2.1-3.0×), 80% not for H
+#     and only by 1.08× for R; batches in between were not measured, so they
+#     get the batch-64 threshold.
+# Past the table: dense (a batched matmul reuses each weight across the batch).
+_BREAK_EVEN = ((1, 0.7), (4, 0.5), (256, 0.9))
 
 
 def min_sparsity(algebra, batch: int = 1, impl: Optional[str] = None) -> float:
