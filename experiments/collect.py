@@ -2,7 +2,7 @@ r"""Collects a sweep's workdirs into a markdown table, a JSON file and the paper
 
   python -m experiments.collect --root=runs/cifar10_small --out=docs/results/cifar10
 
-Every folder under --root with a config.json is a run. From it this reads config.json (algebra,
+Every folder under --root with a config.json (or a launch.json) is a run. From it this reads config.json (algebra,
 match, model width or d_model, sparsity target), model.json (real parameters and MACs per
 example or token; for pruned runs the non-zero ones too), metrics.jsonl (the final eval record:
 the reported metric and the step) and the launcher's launch.json (wall time of the run, the
@@ -125,16 +125,22 @@ def collect(root, metric: Optional[str] = None) -> Tuple[List[Row], Dict[str, st
   if not root.is_dir():
     raise FileNotFoundError(f"no run folder {root}")
   rows, skipped, records = [], {}, []
-  for config in sorted(root.glob("**/config.json")):
-    workdir = config.parent
-    row, why = read_run(workdir, metric)
+  workdirs = {p.parent for pattern in ("**/config.json", f"**/{launch_lib.RUN_FILE}")
+              for p in root.glob(pattern)}
+  for workdir in sorted(workdirs):
+    record = workdir / launch_lib.RUN_FILE
+    record = json.loads(record.read_text()) if record.exists() else {}
+    if record:
+      records.append(record)
+    if not (workdir / "config.json").exists():
+      row, why = None, (f"no config.json (launcher status: {record.get('status')}, exit "
+                        f"{record.get('returncode')})")
+    else:
+      row, why = read_run(workdir, metric)
     if row is None:
       skipped[str(workdir.relative_to(root))] = why
     else:
       rows.append(row)
-    record = workdir / launch_lib.RUN_FILE
-    if record.exists():
-      records.append(json.loads(record.read_text()))
   rows.sort(key=lambda r: (r.sparsity, _ALGEBRA_ORDER.get(r.algebra, len(_ALGEBRA_ORDER)),
                            r.algebra, r.variant, r.params, r.run))
   return rows, skipped, records

@@ -55,6 +55,23 @@ def test_image_folder_labels_follow_sorted_class_names(id_folder):
   np.testing.assert_array_equal(_ids(batch)[:7], np.arange(7))  # file order, unaugmented
 
 
+def test_image_folder_subsets_are_class_balanced_and_the_first_files(id_folder):
+  root, _ = id_folder  # train: ant 2, bee 4, cat 3 (ids 0-1, 2-5, 6-8); test: ant 2, bee 3, cat 2
+  ds = data.build("image_folder", root=root, image_size=8, recipe="cifar", mean=ZERO, std=ONE,
+                  train_examples=7, eval_examples=4)
+  # train: 7 = 3 labels x 2 + 1, the extra one for ant, which has only 2 files: 6 in all.
+  # test: 4 = 3 x 1 + 1: ant 2, bee 1, cat 1.
+  expected = {"train": ([0, 0, 1, 1, 2, 2], [0, 1, 2, 3, 6, 7]),
+              "test": ([0, 0, 1, 2], [0, 1, 2, 5])}
+  for split, (labels, ids) in expected.items():
+    assert ds.num_examples(split) == len(labels)
+    (batch,) = list(ds.eval_batches(split, 8))
+    np.testing.assert_array_equal(batch["label"][:len(labels)], labels)
+    np.testing.assert_array_equal(_ids(batch)[:len(ids)], ids)
+  with pytest.raises(ValueError, match="train_examples must be an int >= 0"):
+    data.build("image_folder", root=root, train_examples=-1)
+
+
 def test_image_folder_eval_pads_masks_and_covers_each_example_once_over_two_hosts(id_folder):
   root, _ = id_folder
   ds = data.build("image_folder", root=root, image_size=8, recipe="cifar", mean=ZERO, std=ONE)

@@ -114,6 +114,17 @@ def test_polar_complex_is_trabelsi_he():
   assert abs(np.mean(z ** 2)) < 0.1 * np.mean(np.abs(z) ** 2)
 
 
+def test_polar_real_is_he_normal_and_initialisers_are_named():
+  # For r (chi(1) modulus, direction ±1) polar is N(0, 2 / fan_in): no truncation.
+  w = _sample(inits.polar("r"), (256, 256, 1))
+  assert np.var(w) == pytest.approx(2 / 256, rel=0.05)
+  assert np.max(np.abs(w)) > 2.5 * np.sqrt(2 / 256)  # tails a truncated normal would cut
+  assert inits.by_name("polar", "h").distribution == "polar"
+  assert inits.by_name("he_normal", "c").scale == 2.0
+  with pytest.raises(ValueError, match="Unknown initializer 'xavier'; valid names: lecun_normal"):
+    inits.by_name("xavier", "r")
+
+
 def test_polar_quaternion_component_variances():
   w = _sample(inits.VarianceScaling(1.0, "fan_in", "polar", algebra="h"), (64, 128, 4))
   sigma2 = 1.0 / (64 * 4)
