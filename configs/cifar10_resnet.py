@@ -16,7 +16,7 @@ augmentation: pad 4, random 32x32 crop, random flip; eval on the 10,000 test ima
 Reference results (real): ResNet-20 8.75%, ResNet-56 6.97% test error.
 
 preset=small: what fits a few minutes of two CPU cores (experiments/sweeps.py "cifar10_small"):
-ResNet-20 at width 0.5 (the real reference has ~68k parameters), batch 64, `steps` steps (default
+ResNet-20 at width 0.5 (the real reference has ~68k parameters), batch 32, `steps` steps (default
 SMALL_STEPS) of SGD with lr 0.05, a short linear warm-up and cosine decay, on a class-balanced
 subset of the training images (train_examples, default SMALL_TRAIN_EXAMPLES; image folders only)
 and evaluated once at the end on a class-balanced subset of the test images (eval_examples,
@@ -37,7 +37,7 @@ from algebranets.training import config_lib
 
 PRESETS = ("full", "small")
 BATCH_NORMS = ("component", "whitening")
-SMALL_STEPS = 600
+SMALL_STEPS = 300
 SMALL_TRAIN_EXAMPLES = 10_000
 SMALL_EVAL_EXAMPLES = 2_000
 
@@ -80,7 +80,7 @@ def get_config(arg=None):
   if small:
     c.match_tolerance = 0.1
     steps = args.get("steps", SMALL_STEPS)
-    c.train.update(batch_size=64, num_steps=steps, log_every=50, eval_every=0,
+    c.train.update(batch_size=32, num_steps=steps, log_every=50, eval_every=0,
                    checkpoint_every=100_000)
     c.eval.update(batch_size=500)
     c.optimizer.update(lr=0.05, schedule="cosine", warmup_steps=min(50, steps // 10))
