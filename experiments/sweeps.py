@@ -269,3 +269,40 @@ def get(name: str) -> Sweep:
   if name not in SWEEPS:
     raise ValueError(f"unknown sweep {name!r}; sweeps: {sorted(SWEEPS)}")
   return SWEEPS[name]
+
+
+def describe(sweep: Sweep) -> str:
+  """The sweep's description, the data it needs and its runs' names, as text."""
+  lines = [f"{sweep.name}: {sweep.description}", f"  metric: {sweep.metric}"]
+  lines += [f"  --data={name}=PATH   {what}" for name, what in sweep.data]
+  lines += [f"  {run.name}" for run in sweep.runs]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m experiments.sweeps",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sweep", action="append", help="sweep(s) to show (default: all)")
+  parser.add_argument("--estimate", action="store_true",
+                      help="print the expected compute of the paper sweeps' runs (markdown)")
+  parser.add_argument("--tflops", type=float, default=None,
+                      help="assumed sustained TFLOP/s per run for --estimate")
+  args = parser.parse_args(argv)
+  try:
+    names = [get(n).name for n in (args.sweep or [])]
+    if args.estimate:
+      from experiments import estimate  # pylint: disable=g-import-not-at-top
+      names = names or sorted(estimate.MODELS)
+      rows = [e for n in names for e in estimate.estimate(n)]
+      print(estimate.markdown(rows, args.tflops or estimate.DEFAULT_TFLOPS))
+      return 0
+  except ValueError as e:
+    parser.error(str(e))
+  for name in names or SWEEPS:
+    print(describe(SWEEPS[name]) + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.exit(main())
