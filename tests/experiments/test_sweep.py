@@ -245,3 +245,16 @@ def test_a_failed_run_is_recorded_and_started_again(tmp_path):
   rows, skipped, records = collect.collect(root)
   assert rows == [] and [r["status"] for r in records] == ["failed"]
   assert "launcher status: failed" in skipped["r_match-none_d32"]
+
+
+def test_estimate_arithmetic_and_table():
+  from experiments import estimate  # pylint: disable=g-import-not-at-top
+  e = estimate.Estimate("imagenet_resnet50", "r_match-params", "width 1", 25_557_032, 4.1e9,
+                        "image", 90 * 1_281_167, 6 * 4.1e9 * 90 * 1_281_167)
+  assert e.hours(100.0) == pytest.approx(6 * 4.1e9 * 90 * 1_281_167 / 1e14 / 3600)
+  text = estimate.markdown([e], tflops=100.0)
+  assert f"| `r_match-params` | width 1 | 25,557,032 | 4,100,000,000 | {e.flops:.3g} | " \
+         f"{e.hours(100.0):,.1f} |" in text
+  assert "6 x 4,100,000,000 MACs/image x 1.153e+08 images" in text
+  with pytest.raises(ValueError, match="no compute estimate for sweep 'cifar10_small'"):
+    estimate.estimate("cifar10_small")
