@@ -2,12 +2,12 @@ r"""Collects a sweep's workdirs into a markdown table, a JSON file and the paper
 
   python -m experiments.collect --root=runs/cifar10_small --out=docs/results/cifar10
 
-Every folder under --root with a config.json (or a launch.json) is a run. From it this reads config.json (algebra,
-match, model width or d_model, sparsity target), model.json (real parameters and MACs per
-example or token; for pruned runs the non-zero ones too), metrics.jsonl (the final eval record:
-the reported metric and the step) and the launcher's launch.json (wall time of the run, the
-metric the sweep reports, git commit, machine, command). Runs without a final eval record
-(still running, failed) are listed below the table, not in it.
+Every folder under --root with a config.json (or a launch.json) is a run. From it this reads
+config.json (algebra, match, model width or d_model, sparsity target), model.json (real
+parameters and MACs per example or token; for pruned runs the non-zero ones too), metrics.jsonl
+(the final eval record: the reported metric and the step) and the launcher's launch.json (wall
+time of the run, the metric the sweep reports, git commit, machine, command). Runs without a
+final eval record (still running, failed) are listed below the table, not in it.
 
 Writes to --out:
   results.md             header (date, git commit(s), machine, the commands), then one row per run:
@@ -178,7 +178,8 @@ def header(root, records: Sequence[dict], command: str) -> str:
   """Date, commit(s), machine(s) and commands of the runs, and the collector's command."""
   now = datetime.datetime.now().isoformat(timespec="minutes")
   commits = sorted({r.get("git_commit", "unknown") for r in records}) or ["unknown"]
-  machines = sorted({r.get("machine", "unknown") for r in records}) or ["unknown (no launch records)"]
+  machines = (sorted({r.get("machine", "unknown") for r in records}) or
+              ["unknown (no launch records)"])
   sweeps = sorted({r.get("sweep") for r in records if r.get("sweep")})
   started = sorted(r["started"] for r in records if r.get("started"))
   finished = sorted(r["finished"] for r in records if r.get("finished"))

@@ -151,7 +151,8 @@ class Sweep:
     for r in self.runs:
       if r.name == name:
         return r
-    raise ValueError(f"sweep {self.name!r} has no run {name!r}; runs: {[r.name for r in self.runs]}")
+    raise ValueError(f"sweep {self.name!r} has no run {name!r}; runs: "
+                     f"{[r.name for r in self.runs]}")
 
 
 def _grid(config: str, algebras: Sequence[str], matches: Sequence[str], extra: str = "",
