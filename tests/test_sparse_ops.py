@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import haiku as hk
 
-import naive
+from tests import naive
 from algebranets import algebras, ops, sparse_ops
 from algebranets.models import decoding
 from algebranets.models import transformer_xl as txl
