@@ -173,10 +173,10 @@ def _grid(config: str, algebras: Sequence[str], matches: Sequence[str], extra: s
 
 # ----------------------------------------------------------------------------- small real runs
 # Sized on this project's development machines (2 CPU cores, see docs/results/README.md):
-# ~2.5 minutes per CIFAR run and ~1.5 per character-LM run on an idle machine, compilation and
+# ~2.5 minutes per CIFAR run and 2-4 per character-LM run (one epoch) on an idle machine, compilation and
 # evaluation included; the same steps for every algebra (equal data).
 CIFAR_SMALL_STEPS = 300
-CHAR_LM_STEPS = 400
+CHAR_LM_STEPS = 1000
 CIFAR_SMALL_ARG = ",match=params,folder={cifar10},preset=small,steps=%d" % CIFAR_SMALL_STEPS
 # Pruning on a short schedule: masks every 10 steps from 10% to 60% of training.
 SMALL_SPARSITY = (("sparsity.frequency", 10),)
