@@ -173,8 +173,8 @@ def _grid(config: str, algebras: Sequence[str], matches: Sequence[str], extra: s
 
 # ----------------------------------------------------------------------------- small real runs
 # Sized on this project's development machines (2 CPU cores, see docs/results/README.md):
-# ~2.5 minutes per CIFAR run and 2-4 per character-LM run (one epoch) on an idle machine, compilation and
-# evaluation included; the same steps for every algebra (equal data).
+# ~2.5 minutes per CIFAR run and 2-4 per character-LM run (one epoch) on an idle machine,
+# compilation and evaluation included; the same steps for every algebra (equal data).
 CIFAR_SMALL_STEPS = 300
 CHAR_LM_STEPS = 1000
 CIFAR_SMALL_ARG = ",match=params,folder={cifar10},preset=small,steps=%d" % CIFAR_SMALL_STEPS
