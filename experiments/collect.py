@@ -202,6 +202,7 @@ def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathli
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
   if not rows:
     return []
@@ -210,19 +211,31 @@ def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathli
   for r in rows:
     series.setdefault(r.series, []).append(r)
   scale = 100.0 if metric.endswith(("top1", "top5")) else 1.0
+  palette = plt.get_cmap("tab10" if len({r.algebra for r in rows}) <= 10 else "tab20")
+  colours = {a: palette(i % palette.N)
+             for i, a in enumerate(dict.fromkeys(r.algebra for r in rows))}
+  variants = [v for v in dict.fromkeys(r.variant for r in rows) if v]
+  variant_markers = {v: "^v<>Dph*"[i % 8] for i, v in enumerate(variants)}
   paths = []
   for what, xs, label in (
       ("params", lambda r: r.effective_params, "real parameters (non-zero for sparse runs)"),
       ("macs", lambda r: r.effective_macs,
        f"multiply-adds per {rows[0].macs_unit} (non-zero for sparse runs)")):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (name, points) in enumerate(series.items()):
+    for name, points in series.items():
       points = sorted(points, key=xs)
       sparse = any(p.sparsity for p in points)
+      # One colour per algebra (its variants and sparse runs share it); the marker tells
+      # the default (o), a variant (triangles) and a sparse run (square) apart.
       ax.plot([xs(p) for p in points], [scale * p.value for p in points],
-              marker="s" if sparse else ("^" if "(" in name else "o"),
-              linestyle="--" if sparse else "-", color=f"C{i % 10}", label=name)
+              marker="s" if sparse else variant_markers.get(points[0].variant, "o"),
+              linestyle="--" if sparse else "-", color=colours[points[0].algebra],
+              markersize=7, label=name)
     ax.set_xscale("log")
+    # "20k", "5M" labels at 1, 2 and 5 of each decade (matplotlib's minor labels overlap).
+    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+    ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(ticker.EngFormatter(sep=""))
     ax.set_xlabel(label)
     ax.set_ylabel(metric + (" (%)" if scale != 1 else ""))
     better = "lower" if metric.split("/")[-1] in LOWER_IS_BETTER else "higher"
