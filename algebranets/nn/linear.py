@@ -171,12 +171,7 @@ class Conv2D(hk.Module):
     if unbatched:
       inputs = inputs[None]                                  # [1, H, W, Cin, D]
     cin, g = inputs.shape[3], self.feature_group_count
-    if cin % g:
-      raise ValueError(f"Conv2D: input channels Cin={cin} must be a multiple of "
-                       f"feature_group_count={g}.")
-    w_shape = [*self.kernel_shape, cin // g, self.output_channels, alg.dim]
-    w_init = self.w_init or initializers.lecun_normal(alg)
-    w = hk.get_parameter("w", w_shape, inputs.dtype, init=w_init)
+    w = self._weight(cin, inputs.dtype)
     out = ops.conv2d(inputs, w, alg, stride=self.stride, padding=self.padding,
                      dilation=self.rate, feature_group_count=g, path=self.path,
                      precision=precision)                   # [N, H', W', Cout, D]
@@ -185,6 +180,16 @@ class Conv2D(hk.Module):
                            init=self.b_init)
       out = out + b
     return out[0] if unbatched else out
+
+  def _weight(self, cin, dtype):
+    """The kernel w [KH, KW, Cin/G, Cout, D] of `cin` input channels (elements)."""
+    g = self.feature_group_count
+    if cin % g:
+      raise ValueError(f"Conv2D: input channels Cin={cin} must be a multiple of "
+                       f"feature_group_count={g}.")
+    w_shape = [*self.kernel_shape, cin // g, self.output_channels, self.algebra.dim]
+    w_init = self.w_init or initializers.lecun_normal(self.algebra)
+    return hk.get_parameter("w", w_shape, dtype, init=w_init)
 
   def _folded(self, inputs, precision):
     alg = self.algebra
@@ -196,12 +201,7 @@ class Conv2D(hk.Module):
           f"[N·{n}, H, W, Cin·{n}, {base.dim}] (see ops.fold); got shape "
           f"{tuple(inputs.shape)}.")
     cin, g = inputs.shape[3] // n, self.feature_group_count
-    if cin % g:
-      raise ValueError(f"Conv2D: input channels Cin={cin} must be a multiple of "
-                       f"feature_group_count={g}.")
-    w_shape = [*self.kernel_shape, cin // g, self.output_channels, alg.dim]
-    w_init = self.w_init or initializers.lecun_normal(alg)
-    w = hk.get_parameter("w", w_shape, inputs.dtype, init=w_init)
+    w = self._weight(cin, inputs.dtype)
     out = ops.conv2d(inputs, ops.fold_weight(w, alg), base, stride=self.stride,
                      padding=self.padding, dilation=self.rate, feature_group_count=g,
                      path=self.path, precision=precision)   # [N·n, H', W', Cout·n, Db]
