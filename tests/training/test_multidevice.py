@@ -5,12 +5,10 @@ happen in a subprocess: a few Transformer-XL steps (dropout on, memories carried
 over the devices) on a mesh of all 8 devices and on a mesh of 1, compared to float32 rounding.
 """
 
-import json
-
 import numpy as np
 import pytest
 
-from training_testlib import run_python
+from training_testlib import run_on_devices
 
 pytestmark = pytest.mark.slow  # trains models: compiles for seconds
 
@@ -42,10 +40,7 @@ print("RESULT" + json.dumps(out))
 
 
 def test_eight_devices_train_like_one(enwik8_zip, tmp_path):
-  proc = run_python(_SCRIPT, str(enwik8_zip), str(tmp_path), timeout=600,
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  out = run_on_devices(_SCRIPT, str(enwik8_zip), str(tmp_path), devices=8)
   eight, one = out["eight"], out["one"]
   assert eight["carry_devices"] == 8 and one["carry_devices"] == 1  # memories are sharded
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-6)

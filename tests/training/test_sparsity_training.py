@@ -14,7 +14,7 @@ from algebranets import sparsity
 from algebranets.training import checkpoint
 from algebranets.training import metrics
 from algebranets.training import train
-from training_testlib import ROOT, load_config, run_python
+from training_testlib import ROOT, load_config, run_on_devices
 
 pytestmark = pytest.mark.slow  # trains models: compiles for seconds
 
@@ -182,10 +182,7 @@ print("RESULT" + json.dumps(out))
 
 
 def test_four_devices_prune_like_one(enwik8_zip, tmp_path):
-  proc = run_python(_DEVICES_SCRIPT, str(enwik8_zip), str(tmp_path), timeout=600,
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  out = run_on_devices(_DEVICES_SCRIPT, str(enwik8_zip), str(tmp_path), devices=4)
   four, one = out["four"], out["one"]
   assert four["mask_devices"] == 4 and one["mask_devices"] == 1  # replicated like params
   np.testing.assert_allclose(four["losses"], one["losses"], rtol=2e-6)

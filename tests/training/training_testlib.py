@@ -1,6 +1,7 @@
 """Helpers shared by the training tests (fixtures are in conftest.py)."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -61,3 +62,12 @@ def run_python(script: str, *args, env=None, timeout=300):
   full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), here]), **(env or {}))
   return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def run_on_devices(script: str, *args, devices: int, timeout=600) -> dict:
+  """Runs `script` with `devices` simulated CPU devices; returns the JSON it printed after
+  "RESULT" (failing the test, with the script's stderr, if it exits non-zero)."""
+  proc = run_python(script, *args, timeout=timeout,
+                    env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(proc.stdout.split("RESULT", 1)[1])
