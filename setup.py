@@ -29,6 +29,9 @@ setuptools.setup(
             "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
             "tensorflow>=2.16; platform_machine != 'x86_64' and platform_machine != 'AMD64'",
             "tensorflow-datasets>=4.9",
+            # TFDS 4.9.10 imports importlib_resources when it builds a dataset (its
+            # dataset_builder.py) but does not declare it: without it every TFDS builder fails.
+            "importlib_resources>=5",
         ],
         # Only needed to run the test suite.
         "test": [
@@ -36,6 +39,9 @@ setuptools.setup(
             "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
             "tensorflow>=2.16; platform_machine != 'x86_64' and platform_machine != 'AMD64'",
             "tensorflow-datasets>=4.9",
+            # TFDS 4.9.10 imports importlib_resources when it builds a dataset (its
+            # dataset_builder.py) but does not declare it: without it every TFDS builder fails.
+            "importlib_resources>=5",
         ],
     },
 )
