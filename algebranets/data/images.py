@@ -18,13 +18,19 @@ Batches are numpy dicts per host: {"image": float32 [Bh, S, S, 3], "label": int3
 eval also "mask": bool [Bh] (False on padding). B is the global batch; process p of P yields
 Bh = B / P examples of each global batch.
 
-Training order. Sources with random access (folders, in-memory CIFAR) shuffle indices per epoch
-with a permutation keyed by (seed, epoch); global batch s holds stream positions [s·B, (s+1)·B)
-and host p takes its slice of each; augmentation randomness is keyed by (seed, position). So a
-batch is a function of (seed, step): `start_step` replays a run exactly. TFDS streams
-(ImageNet) read a per-host slice of the split's files (`tfds.split_for_jax_process`), shuffled
-with a buffer; a resumed run continues with a fresh order keyed by (seed, start_step, host),
-deterministic but not a replay (that would need re-reading up to an epoch of records).
+Training order: a batch is a function of (seed, step), so `start_step` replays a run exactly,
+for every source (TFDS streams: on the same number of hosts, which splits their data).
+  random access (folders, in-memory CIFAR): indices are shuffled per epoch with a permutation
+    keyed by (seed, epoch); global batch s holds stream positions [s·B, (s+1)·B) and host p
+    takes its slice of each.
+  TFDS streams (ImageNet): each host reads its part of the split (`tfds.split_for_jax_process`)
+    once per epoch, its files and a `shuffle_buffer` of examples shuffled with a seed keyed by
+    (seed, epoch); host p's rows of global batch s are positions [s·Bh, (s+1)·Bh) of its own
+    stream. Resuming at step s starts at the epoch of s and skips the examples of that epoch
+    already used: they are read and parsed again (not decoded or augmented) before the first
+    batch, up to one epoch of the host's part; for ImageNet up to 1.28M / P records (~140 GB / P),
+    minutes on one host (BENCHMARKS.md, "Resuming a TFDS-streamed dataset").
+Augmentation randomness is keyed by (seed, position), positions distinct over the hosts.
 
 Eval covers every example exactly once: the split is padded to whole global batches (random
 access: global batch s holds examples [s·B, (s+1)·B); streams: each host's slice is padded to
@@ -59,9 +65,19 @@ CROP_PADDING = 32  # eval crop keeps S / (S + 32) of the shorter side
 SHUFFLE_BUFFER = 16_384  # examples per host, for streamed (TFDS) training data
 
 
+def _missing_extra(e: ImportError) -> ModuleNotFoundError:
+  return ModuleNotFoundError(
+      f"the image pipelines need the Python module {e.name!r} ({e}); the image extra installs "
+      "it: `pip install -e .[images]`, or at the tested versions `pip install -r "
+      "requirements-lock.txt`", name=e.name)
+
+
 def _tf():
   """TensorFlow, imported on first use and kept off the accelerators JAX uses."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise _missing_extra(e) from e
   try:
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError:  # devices were initialised already; they were hidden then, or are wanted
@@ -70,7 +86,10 @@ def _tf():
 
 
 def _tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise _missing_extra(e) from e
   return tfds
 
 
@@ -382,9 +401,8 @@ class ImageDataset:
       ds = ds.map(lambda g: dict(preprocess_fn(g, *load(tf.minimum(g, n - 1))), mask=g < n),
                   num_parallel_calls=tf.data.AUTOTUNE)
     else:
-      host_split = _tfds().split_for_jax_process(
-          split, process_index=process_index, process_count=process_count)
-      ds = self.source.read(host_split, shuffle_seed=None)
+      host_split, _ = self.source.host_part(split, process_index, process_count)
+      ds = self.source.read(host_split)
       ds = ds.map(lambda data, label: dict(preprocess_fn(0, data, label), mask=tf.constant(True)),
                   num_parallel_calls=tf.data.AUTOTUNE)
       size = self.image_size
@@ -510,13 +528,14 @@ def _causes(error: BaseException) -> list:
 
 def _network_errors() -> tuple:
   """Exception types meaning a download could not reach its server."""
-  import socket  # pylint: disable=g-import-not-at-top
-  import urllib.error  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import socket
+  import urllib.error
   errors = [ConnectionError, TimeoutError, socket.gaierror, socket.herror, urllib.error.URLError,
             _tfds().download.DownloadError]
   try:  # TFDS downloads with requests (over urllib3), both its own dependencies
-    import requests  # pylint: disable=g-import-not-at-top
-    import urllib3  # pylint: disable=g-import-not-at-top
+    import requests
+    import urllib3
     errors += [requests.exceptions.RequestException, urllib3.exceptions.HTTPError]
   except ImportError:
     pass
@@ -525,12 +544,13 @@ def _network_errors() -> tuple:
 
 def _damaged_errors() -> tuple:
   """Exception types meaning a downloaded, manual or prepared file is damaged or partial."""
-  import gzip  # pylint: disable=g-import-not-at-top
-  import tarfile  # pylint: disable=g-import-not-at-top
-  import zipfile  # pylint: disable=g-import-not-at-top
-  import zlib  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core.download import extractor  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import gzip
+  import tarfile
+  import zipfile
+  import zlib
+  from tensorflow_datasets.core.download import download_manager
+  from tensorflow_datasets.core.download import extractor
   tf = _tf()
   return (download_manager.NonMatchingChecksumError, extractor.ExtractError, tarfile.TarError,
           zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError, tf.errors.DataLossError,

@@ -4,6 +4,7 @@ cifar10 builders: test_tfds_builders.py.)"""
 
 import itertools
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -348,3 +349,10 @@ def test_tfds_streamed_damaged_files_say_what_to_delete(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r"damaged or incomplete \((DataLoss|NotFound)Error.*delete .*tiny"):
       list(itertools.islice(batches, 10))
+
+
+def test_a_missing_image_extra_is_named_with_its_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+  with pytest.raises(ModuleNotFoundError,
+                     match=r"module 'tensorflow_datasets'.*pip install -e \.\[images\]"):
+    data.build("cifar10")
