@@ -645,7 +645,7 @@ def cifar(name: str, *, data_dir=None, download: bool = True, image_size: int = 
   except Exception as e:  # pylint: disable=broad-except
     raise _tfds_error(
         e, what=f"read the prepared {name}", where=builder.data_dir,
-        network_hint=f"copy a prepared {root} here",
+        network_hint=f"copy the prepared {builder.data_dir} to a local data_dir",
         damaged_hint=f"delete {builder.data_dir} and prepare it again") from e
   num_classes, class_names = _tfds_labels(builder)
   default_mean, default_std = ((CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else

@@ -232,6 +232,11 @@ def test_cifar10_is_prepared_by_the_real_builder_from_its_cached_download(cifar1
     if f.is_file():
       f.unlink()
   assert data.build("cifar10", data_dir=str(tmp_path), download=False).num_examples("test") == 4
+  # A damaged prepared file: what to delete.
+  (shard,) = (tmp_path / "cifar10").glob("*/cifar10-train.tfrecord-*")
+  shard.write_bytes(shard.read_bytes()[:-100])
+  with pytest.raises(FileNotFoundError, match=r"damaged or incomplete.*delete .*cifar10/3"):
+    data.build("cifar10", data_dir=str(tmp_path))
 
 
 def test_cifar10_archive_with_the_wrong_checksum_is_reported_as_damaged(cifar10_files, tmp_path):
