@@ -18,13 +18,19 @@ Batches are numpy dicts per host: {"image": float32 [Bh, S, S, 3], "label": int3
 eval also "mask": bool [Bh] (False on padding). B is the global batch; process p of P yields
 Bh = B / P examples of each global batch.
 
-Training order. Sources with random access (folders, in-memory CIFAR) shuffle indices per epoch
-with a permutation keyed by (seed, epoch); global batch s holds stream positions [s·B, (s+1)·B)
-and host p takes its slice of each; augmentation randomness is keyed by (seed, position). So a
-batch is a function of (seed, step): `start_step` replays a run exactly. TFDS streams
-(ImageNet) read a per-host slice of the split's files (`tfds.split_for_jax_process`), shuffled
-with a buffer; a resumed run continues with a fresh order keyed by (seed, start_step, host),
-deterministic but not a replay (that would need re-reading up to an epoch of records).
+Training order: a batch is a function of (seed, step), so `start_step` replays a run exactly,
+for every source (TFDS streams: on the same number of hosts, which splits their data).
+  random access (folders, in-memory CIFAR): indices are shuffled per epoch with a permutation
+    keyed by (seed, epoch); global batch s holds stream positions [s·B, (s+1)·B) and host p
+    takes its slice of each.
+  TFDS streams (ImageNet): each host reads its part of the split (`tfds.split_for_jax_process`)
+    once per epoch, its files and a `shuffle_buffer` of examples shuffled with a seed keyed by
+    (seed, epoch); host p's rows of global batch s are positions [s·Bh, (s+1)·Bh) of its own
+    stream. Resuming at step s starts at the epoch of s and skips the examples of that epoch
+    already used: they are read and parsed again (not decoded or augmented) before the first
+    batch, up to one epoch of the host's part; for ImageNet up to 1.28M / P records (~140 GB / P),
+    minutes on one host (BENCHMARKS.md, "Resuming a TFDS-streamed dataset").
+Augmentation randomness is keyed by (seed, position), positions distinct over the hosts.
 
 Eval covers every example exactly once: the split is padded to whole global batches (random
 access: global batch s holds examples [s·B, (s+1)·B); streams: each host's slice is padded to
@@ -53,13 +59,25 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+CIFAR_HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+CIFAR_ARCHIVES = {"cifar10": "cifar-10-binary.tar.gz", "cifar100": "cifar-100-binary.tar.gz"}
 CROP_PADDING = 32  # eval crop keeps S / (S + 32) of the shorter side
 SHUFFLE_BUFFER = 16_384  # examples per host, for streamed (TFDS) training data
 
 
+def _missing_extra(e: ImportError) -> ModuleNotFoundError:
+  return ModuleNotFoundError(
+      f"the image pipelines need the Python module {e.name!r} ({e}); the image extra installs "
+      "it: `pip install -e .[images]`, or at the tested versions `pip install -r "
+      "requirements-lock.txt`", name=e.name)
+
+
 def _tf():
   """TensorFlow, imported on first use and kept off the accelerators JAX uses."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise _missing_extra(e) from e
   try:
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError:  # devices were initialised already; they were hidden then, or are wanted
@@ -68,7 +86,10 @@ def _tf():
 
 
 def _tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise _missing_extra(e) from e
   return tfds
 
 
@@ -206,7 +227,16 @@ class TFDSSource:
                        f"{split!r} (recorded: {dict(self.split_sizes)}); is it prepared?")
     return self.split_sizes[split]
 
-  def read(self, split: str, *, shuffle_seed: Optional[int]):
+  def host_part(self, split: str, process_index: int, process_count: int) -> Tuple[Any, int]:
+    """Host p's part of `split` (`tfds.split_for_jax_process`) and its number of examples."""
+    part = _tfds().split_for_jax_process(split, process_index=process_index,
+                                         process_count=process_count)
+    self.num_examples(split)  # a known split
+    return part, self.builder.info.splits[part].num_examples
+
+  def read(self, split, *, shuffle_seed=None):
+    """(image, label) of `split` (a name or a TFDS sub-split); `shuffle_seed` (an int or an
+    int64 tensor) shuffles the order of the files, None reads them in order."""
     tf, tfds = _tf(), _tfds()
     decoders = {"image": tfds.decode.SkipDecoding()} if self.kind == "jpeg" else None
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
@@ -302,17 +332,48 @@ class ImageDataset:
                        per_host)
       ds = ds.map(lambda g, i: (g, *load(i)))
     else:
-      shuffle_seed = int(np.random.SeedSequence(
-          [seed, start_step, process_index]).generate_state(1)[0])
-      host_split = _tfds().split_for_jax_process(
-          split, process_index=process_index, process_count=process_count)
-      ds = self.source.read(host_split, shuffle_seed=shuffle_seed).repeat()
-      ds = ds.shuffle(self.shuffle_buffer, seed=shuffle_seed)
-      positions = tf.data.Dataset.range(np.iinfo(np.int64).max)
-      ds = tf.data.Dataset.zip((positions, ds)).map(lambda g, ex: (g + shuffle_seed, *ex))
+      # This host's part of the split, read once per epoch in an order keyed by (seed, epoch);
+      # host p's stream positions [s·Bh, (s+1)·Bh) make its rows of global batch s.
+      host_split, n = self.source.host_part(split, process_index, process_count)
+      if n < 1:
+        raise ValueError(f"host {process_index} of {process_count} gets no example of the "
+                         f"{self.num_examples(split)} in {self.name}'s {split!r} split; use "
+                         "fewer hosts")
+      start = start_step * per_host
+      first_epoch = start // n
+
+      def epoch_examples(epoch):  # the host's part: files and a buffer shuffled by (seed, epoch)
+        epoch_seed = tf.random.stateless_uniform(
+            [], tf.stack([tf.constant(seed, tf.int64), epoch]), dtype=tf.int64, minval=None,
+            maxval=None)
+        examples = self.source.read(host_split, shuffle_seed=epoch_seed)
+        return examples.shuffle(self.shuffle_buffer, seed=epoch_seed)
+
+      # Resuming skips the examples of the first epoch already seen: they are read and parsed
+      # again, but not decoded or augmented.
+      ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_examples)
+      ds = ds.skip(start - first_epoch * n)
+      positions = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+      # Augmentation is keyed by (seed, position · P + p): distinct over the hosts' streams.
+      ds = tf.data.Dataset.zip((positions, ds)).map(
+          lambda g, ex: (g * process_count + process_index, *ex))
     ds = ds.map(self._map_fn(tf, True, seed), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(per_host, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    yield from ds.as_numpy_iterator()
+    yield from self._numpy(tf, ds)
+
+  def _numpy(self, tf, ds) -> Iterator[dict]:
+    """`ds` as numpy; a TFDS source's missing or damaged files stop it with what to do."""
+    if not isinstance(self.source, TFDSSource):
+      yield from ds.as_numpy_iterator()
+      return
+    try:
+      yield from ds.as_numpy_iterator()
+    except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
+      where = self.source.builder.data_dir
+      raise FileNotFoundError(
+          f"reading TFDS {self.name} from {where} failed: its prepared files are damaged or "
+          f"incomplete ({type(e).__name__}: {e.message}); delete {where} and prepare it "
+          "again") from e
 
   def num_eval_steps(self, split: str, batch_size: int, process_count: int = 1) -> int:
     """Batches every host yields in one pass over `split`."""
@@ -340,9 +401,8 @@ class ImageDataset:
       ds = ds.map(lambda g: dict(preprocess_fn(g, *load(tf.minimum(g, n - 1))), mask=g < n),
                   num_parallel_calls=tf.data.AUTOTUNE)
     else:
-      host_split = _tfds().split_for_jax_process(
-          split, process_index=process_index, process_count=process_count)
-      ds = self.source.read(host_split, shuffle_seed=None)
+      host_split, _ = self.source.host_part(split, process_index, process_count)
+      ds = self.source.read(host_split)
       ds = ds.map(lambda data, label: dict(preprocess_fn(0, data, label), mask=tf.constant(True)),
                   num_parallel_calls=tf.data.AUTOTUNE)
       size = self.image_size
@@ -350,7 +410,7 @@ class ImageDataset:
              "mask": tf.constant(False)}
       ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat()).take(steps * per_host)
     ds = ds.batch(per_host).prefetch(tf.data.AUTOTUNE)
-    yield from ds.as_numpy_iterator()
+    yield from self._numpy(tf, ds)
 
 
 def _check_batch(batch_size: int, process_index: int, process_count: int) -> int:
@@ -449,11 +509,95 @@ def _balanced_subset(files_per_label: Sequence[Sequence[str]], n: int) -> list:
   return [list(fs[:n // k + (i < n % k)]) for i, fs in enumerate(files_per_label)]
 
 
+# ----------------------------------------------------------------------------- TFDS failures
+# Preparing a TFDS dataset fails for four kinds of reasons, and each needs a different remedy:
+# a Python module missing from the environment, no network, damaged or partial files (a bad
+# download, a wrong archive in the manual directory, a truncated prepared directory), or
+# something else. `_tfds_error` tells them apart by the exception TFDS raised and its causes.
+IMAGES_EXTRA_MODULES = ("tensorflow", "tensorflow_datasets", "importlib_resources")
+
+
+def _causes(error: BaseException) -> list:
+  """`error` and the exceptions it was raised from or while handling, outermost first."""
+  chain = []
+  while error is not None and all(error is not e for e in chain):
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  return chain
+
+
+def _network_errors() -> tuple:
+  """Exception types meaning a download could not reach its server."""
+  # pylint: disable=g-import-not-at-top
+  import socket
+  import urllib.error
+  errors = [ConnectionError, TimeoutError, socket.gaierror, socket.herror, urllib.error.URLError,
+            _tfds().download.DownloadError]
+  try:  # TFDS downloads with requests (over urllib3), both its own dependencies
+    import requests
+    import urllib3
+    errors += [requests.exceptions.RequestException, urllib3.exceptions.HTTPError]
+  except ImportError:
+    pass
+  return tuple(errors)
+
+
+def _damaged_errors() -> tuple:
+  """Exception types meaning a downloaded, manual or prepared file is damaged or partial."""
+  # pylint: disable=g-import-not-at-top
+  import gzip
+  import tarfile
+  import zipfile
+  import zlib
+  from tensorflow_datasets.core.download import download_manager
+  from tensorflow_datasets.core.download import extractor
+  tf = _tf()
+  return (download_manager.NonMatchingChecksumError, extractor.ExtractError, tarfile.TarError,
+          zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError, tf.errors.DataLossError,
+          tf.errors.NotFoundError)
+
+
+def _tfds_error(error: BaseException, *, what: str, where, network_hint: str,
+                damaged_hint: str) -> Exception:
+  """The exception to raise, from `error`, when TFDS failed to `what` (e.g. "prepare cifar10").
+
+  ModuleNotFoundError naming the missing module and its install; FileNotFoundError for a
+  network failure (with `network_hint`, how to do without one) and for damaged or partial files
+  (with `damaged_hint`, what to delete); RuntimeError saying what TFDS raised otherwise.
+  `where` is the directory the message names.
+  """
+  chain = _causes(error)
+  described = f"{type(error).__name__}: {error}"
+  for e in chain:
+    if isinstance(e, ImportError):
+      module = e.name or str(e)
+      if module.split(".")[0] in IMAGES_EXTRA_MODULES:
+        install = ("the image extra installs it: `pip install -e .[images]`, or at the tested "
+                   "versions `pip install -r requirements-lock.txt`")
+      else:
+        install = "it is not in the image extra; `pip install` the package that provides it"
+      return ModuleNotFoundError(
+          f"TFDS could not {what} in {where}: the Python module {module!r} is missing "
+          f"({described}); {install}", name=e.name)
+  if any(isinstance(e, _network_errors()) for e in chain):
+    return FileNotFoundError(
+        f"TFDS could not {what} in {where}: the download failed ({described}); it needs a "
+        f"network. Without one: {network_hint}")
+  if any(isinstance(e, _damaged_errors()) for e in chain):
+    return FileNotFoundError(
+        f"TFDS could not {what} in {where}: a file is damaged or incomplete ({described}); "
+        f"{damaged_hint}")
+  return RuntimeError(f"TFDS could not {what} in {where}: {described}")
+
+
 def _tfds_builder(name: str, data_dir):
   try:
     return _tfds().builder(name, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"TFDS could not make the builder {name!r} in {data_dir}: {e}") from e
+    raise _tfds_error(
+        e, what=f"make the builder {name!r}", where=data_dir or "~/tensorflow_datasets",
+        network_hint="pass a data_dir where the dataset is prepared",
+        damaged_hint=f"delete the damaged files under {data_dir} and prepare it again") from e
 
 
 def _tfds_labels(builder) -> Tuple[int, Tuple[str, ...]]:
@@ -469,6 +613,8 @@ def cifar(name: str, *, data_dir=None, download: bool = True, image_size: int = 
   _tf()
   tfds = _tfds()
   builder = _tfds_builder(name, data_dir)
+  root = pathlib.Path(builder.data_dir_root)
+  archive = CIFAR_ARCHIVES[name]
   if not builder.is_prepared():
     if not download:
       raise FileNotFoundError(
@@ -478,17 +624,29 @@ def cifar(name: str, *, data_dir=None, download: bool = True, image_size: int = 
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
-      raise FileNotFoundError(
-          f"could not download and prepare TFDS {name} into {builder.data_dir} ({e}); it needs "
-          f"a network, or run `tfds build {name} --data_dir=DIR` elsewhere and copy DIR") from e
+      raise _tfds_error(
+          e, what=f"download and prepare {name}", where=builder.data_dir,
+          network_hint=(f"copy the official {archive} (from {CIFAR_HOMEPAGE}) into "
+                        f"{root / 'downloads' / 'manual'} (TFDS checks its checksum), or run "
+                        f"`tfds build {name} --data_dir=DIR` where a network is available and "
+                        f"copy DIR/{name} into {root}"),
+          damaged_hint=(f"delete the damaged download under {root / 'downloads'} (or the "
+                        f"wrong {archive} in {root / 'downloads' / 'manual'}) and prepare "
+                        "again")) from e
   data, labels = {}, {}
-  for split in ("train", "test"):
-    images, split_labels = [], []
-    for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)):
-      images.append(batch["image"])
-      split_labels.append(batch["label"])
-    data[split] = np.concatenate(images).astype(np.uint8)
-    labels[split] = np.concatenate(split_labels).astype(np.int32)
+  try:
+    for split in ("train", "test"):
+      images, split_labels = [], []
+      for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)):
+        images.append(batch["image"])
+        split_labels.append(batch["label"])
+      data[split] = np.concatenate(images).astype(np.uint8)
+      labels[split] = np.concatenate(split_labels).astype(np.int32)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _tfds_error(
+        e, what=f"read the prepared {name}", where=builder.data_dir,
+        network_hint=f"copy the prepared {builder.data_dir} to a local data_dir",
+        damaged_hint=f"delete {builder.data_dir} and prepare it again") from e
   num_classes, class_names = _tfds_labels(builder)
   default_mean, default_std = ((CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else
                                (CIFAR100_MEAN, CIFAR100_STD))
@@ -532,8 +690,16 @@ def imagenet2012(*, data_dir=None, manual_dir=None, image_size: int = 224,
           f"download directory {manual} lacks {missing}; download them from "
           "https://image-net.org/download-images (ILSVRC2012, after accepting the terms) into "
           "that directory, see scripts/prepare_imagenet.md")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    except Exception as e:  # pylint: disable=broad-except
+      raise _tfds_error(
+          e, what=f"prepare imagenet2012 from {manual}", where=builder.data_dir,
+          network_hint=("imagenet2012 is prepared from the manual files alone; see "
+                        "scripts/prepare_imagenet.md"),
+          damaged_hint=(f"check {', '.join(IMAGENET_MANUAL_FILES)} in {manual} (their sizes: "
+                        "scripts/prepare_imagenet.md) and prepare again")) from e
   return tfds_streamed(builder, kind="jpeg", image_size=image_size, recipe=recipe,
                        train_split="train", eval_splits=("validation",), mean=mean, std=std,
                        shuffle_buffer=shuffle_buffer, name="imagenet2012")

@@ -1,6 +1,10 @@
-"""Image pipelines: image folders written by the test, and TFDS under `mock_data` (no network)."""
+"""Image pipelines: image folders written by the test, TFDS datasets written by the test, TFDS
+CIFAR-10 under `mock_data`, and the TFDS failure messages. (The real TFDS imagenet2012 and
+cifar10 builders: test_tfds_builders.py.)"""
 
 import itertools
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -181,21 +185,6 @@ def test_tfds_cifar10_under_mock_data(tmp_path):
     assert len(evals) == 3 and sum(int(b["mask"].sum()) for b in evals) == 10
 
 
-def test_tfds_imagenet_needs_the_manual_files_then_streams(tmp_path):
-  with tfds.testing.mock_data(num_examples=6):
-    with pytest.raises(FileNotFoundError,
-                       match=r"ILSVRC2012_img_train\.tar.*image-net\.org.*prepare_imagenet"):
-      data.build("imagenet2012", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual")
-    for name in images.IMAGENET_MANUAL_FILES:
-      (tmp_path / "manual").mkdir(exist_ok=True)
-      (tmp_path / "manual" / name).write_bytes(b"")
-    ds = data.build("imagenet2012", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual",
-                    image_size=24, shuffle_buffer=8)
-    assert ds.num_classes == 1000
-    batch = next(ds.train_batches(4, process_index=0, process_count=2))
-    assert batch["image"].shape == (2, 24, 24, 3) and batch["label"].shape == (2,)
-
-
 class _TinyJpegs(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A real (prepared, TFRecord) TFDS dataset of constant JPEGs: grey level (id + 1) * 20."""
   VERSION = tfds.core.Version("1.0.0")
@@ -242,3 +231,128 @@ def test_tfds_streamed_shards_per_host_and_eval_covers_each_example_once(tmp_pat
   assert sorted(map(len, parts)) == [4, 5] and parts[0] | parts[1] == set(range(9))
   inception = images.tfds_streamed(builder, image_size=16)
   assert next(inception.train_batches(2))["image"].shape == (2, 16, 16, 3)
+
+
+def test_tfds_streamed_training_reshuffles_files_per_epoch_and_resumes_exactly(tmp_path):
+  builder = _TinyJpegs(data_dir=tmp_path)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=3))
+  assert builder.info.splits["train"].num_shards == 3
+  # Buffer 1: the order within an epoch comes from the file order alone.
+  ds = images.tfds_streamed(builder, image_size=8, recipe="cifar", mean=ZERO, std=ONE,
+                            shuffle_buffer=1)
+  stream = list(itertools.islice(ds.train_batches(3, seed=2), 15))  # 5 epochs of 9
+  order = np.concatenate([_ids(b) for b in stream]).reshape(5, 9)
+  for epoch in order:
+    assert sorted(epoch) == list(range(9))
+  assert len({tuple(e) for e in order}) > 1
+  for start in (2, 3, 7):  # mid-epoch, at an epoch boundary, in the third epoch
+    resumed = list(itertools.islice(ds.train_batches(3, seed=2, start_step=start), 4))
+    for want, got in zip(stream[start:], resumed):
+      np.testing.assert_array_equal(got["image"], want["image"])
+      np.testing.assert_array_equal(got["label"], want["label"])
+  with pytest.raises(ValueError, match=r"host 9 of 10 gets no example of the 9.*fewer hosts"):
+    next(ds.train_batches(10, process_index=9, process_count=10))
+
+
+# ----------------------------------------------------------------------------- TFDS failures
+class _FailingBuilder:
+  """Stands in for a TFDS builder whose preparation raises `error`."""
+
+  def __init__(self, error, data_dir):
+    self.error, self.data_dir, self.data_dir_root = error, f"{data_dir}/cifar10/3.0.2", data_dir
+    self.name = "cifar10"
+
+  def is_prepared(self):
+    return False
+
+  def download_and_prepare(self, **kwargs):
+    del kwargs
+    raise self.error
+
+
+def _raised(error, cause=None):
+  """`error`, raised from `cause` (so its __cause__ is set as TFDS's wrappers set it)."""
+  try:
+    raise error from cause
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+
+
+def _prepare_error(monkeypatch, tmp_path, error):
+  monkeypatch.setattr(tfds, "builder", lambda name, data_dir: _FailingBuilder(error, data_dir))
+  with pytest.raises(Exception) as info:
+    data.build("cifar10", data_dir=str(tmp_path))
+  return info.value, str(info.value)
+
+
+def test_tfds_missing_module_is_named_with_its_install_not_blamed_on_the_network(
+    monkeypatch, tmp_path):
+  missing = ModuleNotFoundError("No module named 'importlib_resources'",
+                                name="importlib_resources")
+  # Raised as such, or wrapped by TFDS (its extractor and lazy imports chain the cause).
+  for error in (missing, _raised(RuntimeError("Error while generating"), missing)):
+    e, message = _prepare_error(monkeypatch, tmp_path, error)
+    assert isinstance(e, ModuleNotFoundError) and e.name == "importlib_resources"
+    assert "'importlib_resources'" in message and "network" not in message
+    assert "pip install -e .[images]" in message and "requirements-lock.txt" in message
+    assert "cifar10" in message
+  e, message = _prepare_error(monkeypatch, tmp_path, ModuleNotFoundError(
+      "No module named 'apache_beam'", name="apache_beam"))
+  assert "'apache_beam' is missing" in message and "not in the image extra" in message
+
+
+def test_tfds_network_failure_says_network_and_the_offline_routes(monkeypatch, tmp_path):
+  import socket  # pylint: disable=g-import-not-at-top
+  import requests  # pylint: disable=g-import-not-at-top
+  gai = socket.gaierror(-2, "Name or service not known")
+  for error in (_raised(requests.exceptions.ConnectionError("Max retries exceeded"), gai),
+                ConnectionRefusedError("refused"), TimeoutError("timed out"),
+                tfds.download.DownloadError("Failed to get url. HTTP code: 503.")):
+    e, message = _prepare_error(monkeypatch, tmp_path, error)
+    assert isinstance(e, FileNotFoundError)
+    assert "network" in message and "tfds build cifar10 --data_dir=DIR" in message
+    assert f"{tmp_path}/downloads/manual" in message and "cifar-10-binary.tar.gz" in message
+    assert str(error) in message
+
+
+def test_tfds_damaged_download_or_data_dir_says_what_to_delete(monkeypatch, tmp_path):
+  # pylint: disable=g-import-not-at-top
+  import tarfile
+  from tensorflow_datasets.core.download import download_manager, extractor
+  for error in (download_manager.NonMatchingChecksumError("has wrong checksum"),
+                _raised(extractor.ExtractError("Error while extracting"),
+                        tarfile.ReadError("unexpected end of data")),
+                EOFError("Compressed file ended before the end-of-stream marker was reached")):
+    e, message = _prepare_error(monkeypatch, tmp_path, error)
+    assert isinstance(e, FileNotFoundError) and "network" not in message
+    assert "damaged or incomplete" in message and f"{tmp_path}/downloads" in message
+    assert str(error) in message
+
+
+def test_tfds_other_preparation_errors_say_what_tfds_raised_and_where(monkeypatch, tmp_path):
+  e, message = _prepare_error(monkeypatch, tmp_path, KeyError("label"))
+  assert isinstance(e, RuntimeError) and "network" not in message
+  assert "KeyError: 'label'" in message and str(tmp_path) in message
+  assert isinstance(e.__cause__, KeyError)
+
+
+def test_tfds_streamed_damaged_files_say_what_to_delete(tmp_path):
+  builder = _TinyJpegs(data_dir=tmp_path)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=2))
+  ds = images.tfds_streamed(builder, image_size=8, recipe="cifar", shuffle_buffer=1)
+  train_files = sorted(pathlib.Path(builder.data_dir).glob("*-train.tfrecord-*"))
+  validation_files = sorted(pathlib.Path(builder.data_dir).glob("*-validation.tfrecord-*"))
+  data_ = train_files[1].read_bytes()
+  train_files[1].write_bytes(data_[:len(data_) // 2])  # truncated
+  validation_files[0].unlink()  # missing
+  for batches in (ds.train_batches(3), ds.eval_batches("validation", 4)):
+    with pytest.raises(FileNotFoundError,
+                       match=r"damaged or incomplete \((DataLoss|NotFound)Error.*delete .*tiny"):
+      list(itertools.islice(batches, 10))
+
+
+def test_a_missing_image_extra_is_named_with_its_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+  with pytest.raises(ModuleNotFoundError,
+                     match=r"module 'tensorflow_datasets'.*pip install -e \.\[images\]"):
+    data.build("cifar10")
