@@ -111,8 +111,8 @@ class TextDataset:
   description: str
   info: Mapping[str, Any]
   vocab: Optional[Sequence[str]] = None
-  train_split: str = "train"
   symbols: Optional[Sequence[int]] = None
+  train_split: str = "train"
   eval_splits: Tuple[str, ...] = ("valid", "test")
 
   def train_batches(self, batch_size: int, *, process_index: int = 0, process_count: int = 1,

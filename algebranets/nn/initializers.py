@@ -193,7 +193,7 @@ def _polar(key, shape, std, d):
 
 
 class RealEquivalentNormal(hk.initializers.Initializer):
-  """N(0, σ_w²) per component, σ_w = stddev·sqrt(D / g): a real N(0, stddev²) layer, generalised.
+  """N(0, σ_w²) per component, σ_w = stddev·sqrt(D / g): real N(0, stddev²) weights, generalised.
 
   See "Fixed-std initialisers, generalised" in the module docstring: at equal real activation
   width (Cin·D real inputs), each output component has the variance (averaged over components)

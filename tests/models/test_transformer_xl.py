@@ -488,7 +488,8 @@ def test_attention_scores_are_computed_in_float32_under_bfloat16():
   rng = np.random.default_rng(0)
   b, t, m, h, ch, d = 2, 4, 3, 2, 16, 4
   k = m + t
-  q, keys = _bf16(3 * rng.normal(size=(b, t, h, ch, d))), _bf16(3 * rng.normal(size=(b, k, h, ch, d)))
+  q = _bf16(3 * rng.normal(size=(b, t, h, ch, d)))
+  keys = _bf16(3 * rng.normal(size=(b, k, h, ch, d)))
   rel_k = _bf16(3 * rng.normal(size=(k, h, ch, d)))
   u, v = _bf16(rng.normal(size=(h, ch, d))), _bf16(rng.normal(size=(h, ch, d)))
   got = txl.relative_attention_logits(q, keys, rel_k, u, v)
