@@ -2,8 +2,10 @@
 
 Corpora, each returned as a `TextDataset` of memory-mapped token arrays:
   enwik8        the first 10^8 bytes of an English Wikipedia dump (Hutter prize), from
-                `enwik8.zip` or the raw file; bytes are tokens; first 90,000,000 bytes train,
-                next 5,000,000 valid, last 5,000,000 test (the Transformer-XL split).
+                `enwik8.zip` or the raw file; first 90,000,000 bytes train, next 5,000,000
+                valid, last 5,000,000 test (the Transformer-XL split). Tokens are the bytes
+                (V = 256, the default), or with `reference_tokens=True` the Transformer-XL
+                reference's tokens: see "enwik8 reference tokens" below.
   wikitext103   WikiText-103 (Merity et al. 2016), from `wikitext-103-v1.zip` or its extracted
                 directory; whitespace-separated words, `<eos>` at the end of every line; the
                 vocabulary is read from the training split, `<eos>` first, then words by
@@ -28,6 +30,19 @@ Row r covers tokens [r·L, r·L + L] (L + 1 tokens: its last target is the next 
   eval   L = ceil((N - 1) / B), ceil(L / T) segments; the last segment and the rows past the end
          are padded and masked, so every token but the first is a target exactly once.
 Per host: B is the global batch; process p of P reads rows [p·B/P, (p+1)·B/P).
+
+enwik8 reference tokens: the published Transformer-XL results (1.06 bpc for the base model)
+are measured on the token stream of the reference's preparation, not on raw bytes. Its
+prep_enwik8.py (salesforce/awd-lstm-lm, fetched by kimiyoung/transformer-xl's getdata.sh) splits
+the bytes 90M/5M/5M, then writes each split as the decimal byte values separated by spaces,
+except that the newline byte (10) is written as a line break; pytorch/data_utils.py reads the
+three files line by line with `add_eos=False`, and its `Vocab` (utils/vocabulary.py) counts the
+symbols of train, valid and test and numbers them by decreasing count, ties in order of first
+appearance (`Counter.most_common`, a stable sort). So the stream is every byte except newlines,
+dropped after splitting, and the vocabulary is the distinct non-newline bytes of the whole file
+(204 on enwik8), by frequency. Bits per character are then per reference token. The tokens are
+written once to a cache folder (`enwik8-reference-<key>/`: {split}.ids as uint8, meta.json with
+the byte of every id) and memory-mapped like the other corpora.
 
 Shapes: N tokens in a split, B global rows, P processes, Bh = B / P rows per host, T segment
 length, V vocabulary size.
@@ -56,6 +71,7 @@ SPLITS = ("train", "valid", "test")
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
 ENWIK8_MEMBER = "enwik8"
 ENWIK8_SPLITS = (90_000_000, 5_000_000, 5_000_000)
+NEWLINE = 10  # the byte the reference preparation turns into a line break (dropped)
 
 WIKITEXT103_URL = "https://wikitext.smerity.com/wikitext-103-v1.zip"
 WIKITEXT103_MEMBERS = {s: f"wikitext-103/wiki.{s}.tokens" for s in SPLITS}
@@ -84,6 +100,8 @@ class TextDataset:
     description: one line saying what the corpus is and where it came from.
     info: sizes, source, hashes: what a run should record about its data.
     vocab: the word of every id for word corpora; None for bytes (id = byte value).
+    symbols: the byte of every id for byte corpora with their own numbering (enwik8 with
+      reference_tokens); None when id = byte value or for word corpora.
   """
   name: str
   splits: Mapping[str, np.ndarray]
@@ -93,6 +111,7 @@ class TextDataset:
   description: str
   info: Mapping[str, Any]
   vocab: Optional[Sequence[str]] = None
+  symbols: Optional[Sequence[int]] = None
   train_split: str = "train"
   eval_splits: Tuple[str, ...] = ("valid", "test")
 
@@ -298,26 +317,31 @@ def _proportional_sizes(n: int, weights: Sequence[float]) -> Tuple[int, int, int
 
 
 def _text_dataset(name, splits, vocab_size, seq_len, eval_seq_len, description, info,
-                  vocab=None) -> TextDataset:
+                  vocab=None, symbols=None) -> TextDataset:
   info = dict(info, sizes={s: int(len(a)) for s, a in splits.items()})
   return TextDataset(name=name, splits=splits, vocab_size=vocab_size, seq_len=seq_len,
                      eval_seq_len=eval_seq_len or seq_len, description=description, info=info,
-                     vocab=vocab)
+                     vocab=vocab, symbols=symbols)
 
 
 # ----------------------------------------------------------------------------- enwik8
 def enwik8(path, *, cache_dir=None, split_sizes: Sequence[int] = ENWIK8_SPLITS,
-           proportional: bool = False, seq_len: int = 512,
+           proportional: bool = False, reference_tokens: bool = False, seq_len: int = 512,
            eval_seq_len: Optional[int] = None) -> TextDataset:
-  """enwik8 as bytes (V = 256), split 90M / 5M / 5M.
+  """enwik8 split 90M / 5M / 5M: as bytes (V = 256), or as the Transformer-XL reference's tokens.
 
   Args:
     path: `enwik8.zip`, the raw `enwik8` file, or a directory holding either.
-    cache_dir: where a zip's member is unpacked (as `enwik8-<crc>.bytes`); default: beside the
-      zip. The raw file needs no cache: it is memory-mapped in place.
+    cache_dir: where a zip's member is unpacked (as `enwik8-<crc>.bytes`) and the reference
+      tokens are written (`enwik8-reference-<key>/`); default: beside the zip or raw file. The
+      raw file's bytes need no cache: they are memory-mapped in place.
     split_sizes: bytes of train, valid and test; the file must hold exactly their sum.
     proportional: split the file in the ratio of `split_sizes` whatever its size (for
       truncated or test copies).
+    reference_tokens: False: every byte is a token, V = 256. True: the reference's token
+      stream (module docstring): newline bytes dropped after splitting, the other bytes
+      numbered by frequency over all splits (V = 204 on enwik8; `symbols` maps ids to bytes),
+      so bits per token are the published bits per character.
     seq_len, eval_seq_len: T for training and evaluation segments.
   """
   how = (f"download {ENWIK8_URL} with scripts/download_enwik8.sh (the zip can be used as it "
@@ -333,16 +357,19 @@ def enwik8(path, *, cache_dir=None, split_sizes: Sequence[int] = ENWIK8_SPLITS,
   if not path.is_file():
     raise FileNotFoundError(f"expected enwik8.zip or the raw file enwik8 at {path}; {how}")
   info = {"source": str(path)}
+  cache = pathlib.Path(cache_dir) if cache_dir is not None else path.parent
   if zipfile.is_zipfile(path):
     with _open_zip(path, how) as zf:
       (member,) = _find_members(zf, [ENWIK8_MEMBER], path, how)
-      cache = pathlib.Path(cache_dir) if cache_dir is not None else path.parent
       raw = cache / f"enwik8-{member.CRC:08x}.bytes"
       if not (raw.is_file() and raw.stat().st_size == member.file_size):
         _stream_member(zf, member, raw, path, how)
       info.update(cache=str(raw), crc32=f"{member.CRC:08x}")
+      identity = f"crc32 {member.CRC:08x} size {member.file_size}"
   else:
     raw = path
+    st = raw.stat()
+    identity = f"size {st.st_size} mtime {st.st_mtime_ns}"
   data = _memmap(raw)
   if proportional:
     sizes = _proportional_sizes(len(data), split_sizes)
@@ -353,9 +380,83 @@ def enwik8(path, *, cache_dir=None, split_sizes: Sequence[int] = ENWIK8_SPLITS,
         f"{how}; or pass proportional=True to split any file 90/5/5")
   else:
     sizes = tuple(split_sizes)
+  splits = _split_by_sizes(data, sizes)
+  split_text = f"split {sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}"
+  if not reference_tokens:
+    return _text_dataset("enwik8", splits, 256, seq_len, eval_seq_len,
+                         f"enwik8 bytes from {path}, {split_text}", info)
+  key = hashlib.sha256(f"{identity}\t{tuple(int(x) for x in sizes)}".encode()).hexdigest()
+  out_dir = cache / f"enwik8-reference-{key[:16]}"
+  if not (out_dir / "meta.json").is_file():
+    _publish_dir(lambda tmp: _write_reference_tokens(splits, tmp), out_dir)
+  meta = json.loads((out_dir / "meta.json").read_text())
+  symbols = tuple(int(b) for b in meta["symbols"])
+  tokens = {s: _memmap(out_dir / f"{s}.ids") for s in SPLITS}
+  info.update(reference_tokens=str(out_dir), newlines_dropped=meta["newlines_dropped"],
+              bytes=meta["bytes"])
   return _text_dataset(
-      "enwik8", _split_by_sizes(data, sizes), 256, seq_len, eval_seq_len,
-      f"enwik8 bytes from {path}, split {sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}", info)
+      "enwik8", tokens, len(symbols), seq_len, eval_seq_len,
+      f"enwik8 reference tokens (Transformer-XL prep: newlines dropped, {len(symbols)} symbols "
+      f"by frequency) from {path}, bytes {split_text}", info, symbols=symbols)
+
+
+def reference_token_vocabulary(splits: Mapping[str, np.ndarray]) -> np.ndarray:
+  """The reference `Vocab`'s symbols, as bytes: id -> byte value.
+
+  The distinct bytes other than the newline over the splits taken in SPLITS order, by
+  decreasing count, ties by first appearance in that order (the order of the reference's
+  `Counter.most_common`, a stable sort by count of the symbols in first-seen order).
+  """
+  counts = np.zeros(256, np.int64)
+  first = np.full(256, np.iinfo(np.int64).max)
+  offset = 0  # position in the newline-free stream of all splits
+  for split in SPLITS:
+    data = splits[split]
+    for start in range(0, len(data), _CHUNK):
+      chunk = np.asarray(data[start:start + _CHUNK])
+      chunk = chunk[chunk != NEWLINE]
+      here = np.bincount(chunk, minlength=256)
+      for byte in np.flatnonzero((here > 0) & (counts == 0)):
+        first[byte] = offset + int(np.argmax(chunk == byte))
+      counts += here
+      offset += len(chunk)
+  present = np.flatnonzero(counts)
+  return present[np.lexsort((first[present], -counts[present]))]
+
+
+def _write_reference_tokens(splits: Mapping[str, np.ndarray], out_dir: pathlib.Path) -> None:
+  """{split}.ids (uint8 ids, newlines dropped) and meta.json (symbols, counts) in out_dir."""
+  symbols = reference_token_vocabulary(splits)
+  ids = np.zeros(256, np.uint8)
+  ids[symbols] = np.arange(len(symbols))
+  sizes, dropped = {}, {}
+  for split in SPLITS:
+    data, n = splits[split], 0
+    with open(out_dir / f"{split}.ids", "wb") as out:
+      for start in range(0, len(data), _CHUNK):
+        chunk = np.asarray(data[start:start + _CHUNK])
+        chunk = ids[chunk[chunk != NEWLINE]]
+        out.write(chunk.tobytes())
+        n += len(chunk)
+    sizes[split], dropped[split] = n, int(len(data) - n)
+  meta = {"symbols": [int(b) for b in symbols], "sizes": sizes, "newlines_dropped": dropped,
+          "bytes": {s: int(len(splits[s])) for s in SPLITS}}
+  (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _publish_dir(build, out_dir: pathlib.Path) -> None:
+  """Runs build(tmp) in a fresh folder and renames it to out_dir (another writer may win)."""
+  tmp = _tmp_name(out_dir)
+  tmp.mkdir(parents=True)
+  try:
+    build(tmp)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  try:
+    os.rename(tmp, out_dir)
+  except OSError:  # another host finished first: its copy is identical
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- byte files

@@ -38,8 +38,15 @@ for every algebra (dual numbers), so it is computed by `jax.linear_transpose`
 of `ops.dense`, which reuses the fast paths.
 
 The head's softmax covers the V_0 head tokens and one logit per tail cluster
-(cluster_weight [n, E_0, D], cluster_bias [n], zero-initialised); a tail
-token's log-probability is log p(cluster) + log p(token | cluster).
+(cluster_weight [n, E_0, D], cluster_bias [n]); a tail token's
+log-probability is log p(cluster) + log p(token | cluster). (The reference
+reads cluster i's log-probability from head column -i, i.e. the cluster
+logits in reverse order; with i.i.d. initialised rows that is a relabelling
+of parameters, not a different model.)
+
+Precision: logits are real dot products computed by an einsum that
+accumulates into and returns float32 even for bfloat16 inputs
+(`preferred_element_type`), and the log-softmax and the loss are float32.
 
 Loss with targets (`AdaptiveSoftmax.nll`) never builds [N, V]: the head is
 computed for all N positions, and a tail cluster only for the positions whose
@@ -121,8 +128,9 @@ def dense_transpose(y, w, algebra):
 class _Projection(ann.Linear):
   """An `ann.Linear` without bias whose weight can also be read outside its call."""
 
-  def __init__(self, input_size: int, output_size: int, *, algebra, name: str):
-    super().__init__(output_size, algebra=algebra, with_bias=False, name=name)
+  def __init__(self, input_size: int, output_size: int, *, algebra, name: str,
+               w_init: Optional[hk.initializers.Initializer] = None):
+    super().__init__(output_size, algebra=algebra, with_bias=False, w_init=w_init, name=name)
     self.input_size = input_size
 
   def weight(self):
@@ -142,14 +150,16 @@ class AdaptiveEmbedding(hk.Module):
 
   Parameters: tables [V, E, D] ("table", div_val == 1) or [V_i, E_i, D]
   ("table_i"), initialised N(0, init_std²) as in the reference; projections
-  w [E_i, C, D] ("proj" / "proj_i", `ann.Linear`'s default initialiser) where
+  w [E_i, C, D] ("proj" / "proj_i"; `proj_init`, default `ann.Linear`'s) where
   needed (see the module docstring). The output is multiplied by sqrt(C·D),
   the real width, as the reference multiplies by sqrt(d_model).
   """
 
   def __init__(self, vocab_size: int, d_embed: int, d_proj: int,
                cutoffs: Sequence[int] = (), div_val: int = 1, *, algebra,
-               init_std: float = 0.02, name: Optional[str] = None):
+               init_std: float = 0.02,
+               proj_init: Optional[hk.initializers.Initializer] = None,
+               name: Optional[str] = None):
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
     self.vocab_size = positive_int(vocab_size, "vocab_size")
@@ -162,13 +172,13 @@ class AdaptiveEmbedding(hk.Module):
     if div_val == 1:
       self._tables = [ann.Embed(vocab_size, d_embed, algebra=alg, w_init=_normal(init_std),
                                 name="table")]
-      self._projs = [_Projection(d_embed, d_proj, algebra=alg, name="proj")
+      self._projs = [_Projection(d_embed, d_proj, algebra=alg, w_init=proj_init, name="proj")
                      if d_embed != d_proj else None]
     else:
       self._tables = [ann.Embed(hi - lo, e, algebra=alg, w_init=_normal(init_std),
                                 name=f"table_{i}")
                       for i, ((lo, hi), e) in enumerate(zip(self.bounds, self.dims))]
-      self._projs = [_Projection(e, d_proj, algebra=alg, name=f"proj_{i}")
+      self._projs = [_Projection(e, d_proj, algebra=alg, w_init=proj_init, name=f"proj_{i}")
                      for i, e in enumerate(self.dims)]
 
   @property
@@ -209,19 +219,22 @@ def _cluster_logits(h, table, bias, proj):
   if proj is not None:
     kind, w, alg = proj
     h = dense_transpose(h, w, alg) if kind == "tied" else ops.dense(h, w, alg)  # [N, E_i, D]
-  logits = jnp.einsum("ncd,vcd->nv", h, table) + bias                # [N, V_i]
-  # Softmax and loss in float32 even under bfloat16 compute: a bf16 log-sum-exp over
-  # thousands of words loses ~3 significant digits of the loss.
-  return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+  # Accumulated in and returned as float32 even under bfloat16 compute: a bf16 logit of
+  # size 20 is off by up to 0.06 nats, and a bf16 log-sum-exp over thousands of words
+  # loses ~3 significant digits of the loss.
+  f32 = jnp.promote_types(h.dtype, jnp.float32)
+  logits = jnp.einsum("ncd,vcd->nv", h, table, preferred_element_type=f32)  # [N, V_i]
+  return logits + bias.astype(f32)
 
 
 class AdaptiveSoftmax(hk.Module):
   """Log-probabilities over V (or the loss of targets) from hidden states [..., C, D].
 
-  Parameters: "bias" [V] (zeros); "cluster_weight" [n, E_0, D] and
-  "cluster_bias" [n] (zeros) when there are tail clusters; untied output
-  tables [V_i, E_i, D] (N(0, init_std²)) when `tie_weights` is False; untied
-  output projections w [C, E_i, D] where projections exist and are not tied.
+  Parameters: "bias" [V] (zeros); "cluster_weight" [n, E_0, D]
+  (`cluster_init`, default zeros) and "cluster_bias" [n] (zeros) when there
+  are tail clusters; untied output tables [V_i, E_i, D] (N(0, init_std²)) when
+  `tie_weights` is False; untied output projections w [C, E_i, D]
+  (`proj_init`) where projections exist and are not tied.
   """
 
   def __init__(self, vocab_size: int, d_embed: int, d_proj: int,
@@ -229,6 +242,8 @@ class AdaptiveSoftmax(hk.Module):
                embedding: Optional[AdaptiveEmbedding] = None, tie_weights: bool = True,
                tie_projs: Union[None, bool, Sequence[bool]] = None,
                tail_capacity: Optional[float] = 0.125, init_std: float = 0.02,
+               proj_init: Optional[hk.initializers.Initializer] = None,
+               cluster_init: Optional[hk.initializers.Initializer] = None,
                name: Optional[str] = None):
     """Constructs the softmax.
 
@@ -244,6 +259,10 @@ class AdaptiveSoftmax(hk.Module):
         gathers (see the module docstring); None or >= 1 computes every tail
         for all positions.
       init_std: stddev of untied output tables.
+      proj_init: initialiser of untied output projections (None: `ann.Linear`'s
+        LeCun default; the reference: N(0, proj_init_std²)).
+      cluster_init: initialiser of cluster_weight (None: zeros; the reference
+        overwrites its zeros with N(0, init_std²)).
       name: module name.
     """
     super().__init__(name=name)
@@ -274,6 +293,7 @@ class AdaptiveSoftmax(hk.Module):
     self.tie_weights = bool(tie_weights)
     self.tie_projs = tie_projs
     self.tail_capacity = tail_capacity
+    self.cluster_init = cluster_init or jnp.zeros
     self._tables = None
     if not tie_weights:
       self._tables = [ann.Embed(hi - lo, e, algebra=alg, w_init=_normal(init_std),
@@ -283,7 +303,8 @@ class AdaptiveSoftmax(hk.Module):
     if self.has_projections:
       for i, e in enumerate(self.dims):
         if not tie_projs[i]:
-          self._projs[i] = _Projection(d_proj, e, algebra=alg, name=f"out_proj_{i}")
+          self._projs[i] = _Projection(d_proj, e, algebra=alg, w_init=proj_init,
+                                       name=f"out_proj_{i}")
 
   # Parameters, read outside any lax.cond (Haiku state may not be touched inside).
   def _cluster_params(self):
@@ -304,7 +325,8 @@ class AdaptiveSoftmax(hk.Module):
           proj = ("own", self._projs[i].weight(), alg)
       params.append([table, bias[lo:hi], proj])
     if n > 1:
-      cw = hk.get_parameter("cluster_weight", [n - 1, self.dims[0], alg.dim], init=jnp.zeros)
+      cw = hk.get_parameter("cluster_weight", [n - 1, self.dims[0], alg.dim],
+                            init=self.cluster_init)
       cb = hk.get_parameter("cluster_bias", [n - 1], init=jnp.zeros)
       params[0][0] = jnp.concatenate([params[0][0], cw])            # [V_0 + n, E_0, D]
       params[0][1] = jnp.concatenate([params[0][1], cb])

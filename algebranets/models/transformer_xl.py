@@ -48,6 +48,25 @@ Memory (`mems`): one array [B, M, C, D] per layer, the inputs of that layer on
 the previous segment(s); new memories are the last `mem_len` positions of
 memory + current inputs, with gradients stopped.
 
+Initialisation (`init`): "reference" (default) is the PyTorch reference's
+`weights_init` (kimiyoung/transformer-xl pytorch/train.py) generalised to the
+algebra: every weight layer N(0, init_std²) and the adaptive projections
+N(0, proj_init_std²) in the form of `ann.initializers.RealEquivalentNormal`
+(each real component N(0, (s·sqrt(D/g))²), so each output component has the
+real layer's variance at equal real activation width; exactly N(0, s²) for
+r), LayerNorm scales N(1, init_std²) and offsets 0 per real component, all
+biases 0, embeddings, u, v and the adaptive cluster head N(0, init_std²) per
+real component (no algebra product acts on them). "lecun" is this library's
+earlier default: weight layers and projections `ann.Linear`'s algebra LeCun
+(variance 1 / effective fan_in), LayerNorm scales 1, cluster head 0.
+
+Mixed precision: under a bfloat16 compute dtype the attention scores (both
+the content and the relative term) are computed by einsums that accumulate
+and return float32 (`preferred_element_type`), the masking and softmax are
+float32, and only the probabilities are cast back for the weighted sum of
+values; the output logits likewise (`adaptive`). A bfloat16 score of size 20
+is off by up to 0.06, a ~6% change of its probability.
+
 Decoding (`init_cache`, `decode_step`; the loop is in `decoding`): a fixed
 ring buffer of the keys and values of the last W positions per layer, a slot
 position table and a step counter, so one new token costs one single-token
@@ -72,7 +91,7 @@ from algebranets.models import adaptive, matching
 from algebranets.nn._checks import positive_int
 
 __all__ = [
-    "TransformerXL", "DecoderLayer", "DecodeCache", "PRESETS",
+    "TransformerXL", "DecoderLayer", "DecodeCache", "PRESETS", "INITS",
     "sinusoid_encoding", "rel_shift", "attention_mask", "relative_attention_logits",
     "initial_mems", "model_costs", "matched_config",
 ]
@@ -86,6 +105,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                        d_inner=2100, mem_len=150, cutoffs=(20_000, 40_000, 200_000),
                        div_val=1, dropout=0.1, dropatt=0.0),
 }
+
+
+# Initialisation schemes (`TransformerXL(init=...)`, see the module docstring).
+INITS = ("reference", "lecun")
 
 
 # ------------------------------------------------------------ pure functions
@@ -140,12 +163,21 @@ def relative_attention_logits(q, k, rel_k, r_w_bias, r_r_bias):
     r_w_bias, r_r_bias: u and v [H, Ch, D].
 
   Returns:
-    [B, H, T, K] scores, unmasked.
+    [B, H, T, K] scores, unmasked, in at least float32: under bfloat16 inputs the
+    products accumulate into, and are returned as, float32 (not rounded to bfloat16).
   """
   ch, d = q.shape[-2:]
-  ac = jnp.einsum("bihcd,bjhcd->bhij", q + r_w_bias, k)             # [B, H, T, K]
-  bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k)          # [B, H, T, K] by distance
+  f32 = _score_dtype(q.dtype)
+  ac = jnp.einsum("bihcd,bjhcd->bhij", q + r_w_bias, k,
+                  preferred_element_type=f32)                       # [B, H, T, K]
+  bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k,
+                  preferred_element_type=f32)                       # [B, H, T, K] by distance
   return (ac + rel_shift(bd)) * (1.0 / math.sqrt(ch * d))
+
+
+def _score_dtype(dtype):
+  """The dtype attention scores are computed in: float32, or wider inputs' own."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 def _masked(logits, visible):
@@ -195,9 +227,15 @@ class DecoderLayer(hk.Module):
 
   def __init__(self, n_heads: int, d_head: int, d_inner: int, *, algebra,
                dropout: float = 0.0, dropatt: float = 0.0, pre_lnorm: bool = False,
-               activation: Union[str, Callable] = "relu", name: Optional[str] = None):
+               activation: Union[str, Callable] = "relu",
+               w_init: Optional[hk.initializers.Initializer] = None,
+               norm_scale_init: Optional[hk.initializers.Initializer] = None,
+               name: Optional[str] = None):
+    """See the class docstring; w_init / norm_scale_init: initialisers of every weight
+    layer's w and of the LayerNorm scales (None: `ann.Linear`'s LeCun default, ones)."""
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
+    self.w_init, self.norm_scale_init = w_init, norm_scale_init
     self.n_heads = positive_int(n_heads, "n_heads")
     self.d_head = positive_int(d_head, "d_head")
     self.d_inner = positive_int(d_inner, "d_inner")
@@ -207,11 +245,12 @@ class DecoderLayer(hk.Module):
 
   @hk.experimental.name_like("__call__")
   def _linear(self, size, name, with_bias=False):
-    return ann.Linear(size, algebra=self.algebra, with_bias=with_bias, name=name)
+    return ann.Linear(size, algebra=self.algebra, with_bias=with_bias, w_init=self.w_init,
+                      name=name)
 
   @hk.experimental.name_like("__call__")
   def _norm(self, name):
-    return ann.LayerNorm(algebra=self.algebra, name=name)
+    return ann.LayerNorm(algebra=self.algebra, scale_init=self.norm_scale_init, name=name)
 
   @hk.experimental.name_like("__call__")
   def rel_keys(self, rel):
@@ -235,7 +274,7 @@ class DecoderLayer(hk.Module):
   def _attend_and_feed_forward(self, h, logits, v, is_training):
     """Softmax over keys, weighted values, output projection, residual, FFN."""
     b, t, c, d = h.shape
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)  # [B, H, T, K]
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)          # [B, H, T, K], f32 softmax
     probs = _dropout(probs, self.dropatt, is_training)
     out = jnp.einsum("bhij,bjhcd->bihcd", probs, v)                  # [B, T, H, Ch, D]
     out = out.reshape(b, t, self.n_heads * self.d_head, d)           # [B, T, H·Ch, D]
@@ -287,8 +326,11 @@ class DecoderLayer(hk.Module):
     keys = jax.lax.dynamic_update_slice_in_dim(keys, k, slot, axis=1)  # [B, W, H, Ch, D]
     values = jax.lax.dynamic_update_slice_in_dim(values, v, slot, axis=1)
     ch, d = q.shape[-2:]
-    ac = jnp.einsum("bihcd,bjhcd->bhij", q + r_w_bias, keys)         # [B, H, 1, W] by slot
-    bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k)         # [B, H, 1, W] by distance
+    f32 = _score_dtype(q.dtype)
+    ac = jnp.einsum("bihcd,bjhcd->bhij", q + r_w_bias, keys,
+                    preferred_element_type=f32)                      # [B, H, 1, W] by slot
+    bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k,
+                    preferred_element_type=f32)                      # [B, H, 1, W] by distance
     bd = jnp.take(bd, distance, axis=-1)                             # [B, H, 1, W] by slot
     logits = (ac + bd) * (1.0 / math.sqrt(ch * d))
     return self._attend_and_feed_forward(h, _masked(logits, visible), values, False), keys, values
@@ -313,8 +355,8 @@ class TransformerXL(hk.Module):
                d_embed: Optional[int] = None, tie_weights: bool = True,
                tie_projs: Union[None, bool, Sequence[bool]] = None, untie_r: bool = False,
                final_lnorm: Optional[bool] = None, activation: Union[str, Callable] = "relu",
-               init_std: float = 0.02, tail_capacity: Optional[float] = 0.125,
-               name: Optional[str] = None):
+               init: str = "reference", init_std: float = 0.02, proj_init_std: float = 0.01,
+               tail_capacity: Optional[float] = 0.125, name: Optional[str] = None):
     """Constructs the model.
 
     Args:
@@ -345,8 +387,16 @@ class TransformerXL(hk.Module):
         pre_lnorm (post-norm layers already end in one; the reference has
         none in either case, which leaves pre-norm outputs unnormalised).
       activation: FFN nonlinearity, a name in `ann.ACTIVATIONS` or a callable.
-      init_std: stddev of the embeddings and of u, v (the reference's 0.02).
-        Weight layers use `ann.Linear`'s algebra-aware LeCun default.
+      init: one of INITS: "reference" (the PyTorch reference's scheme, in the
+        algebra; see the module docstring) or "lecun" (algebra LeCun weights,
+        LayerNorm scales 1, cluster head 0: this library's earlier default).
+      init_std: the reference's init_std, 0.02: stddev of the embeddings, u, v
+        (both schemes), and with init="reference" of the weight layers (in
+        the algebra form), of the cluster head and of LayerNorm scales
+        around 1.
+      proj_init_std: the reference's proj_init_std, 0.01: stddev (algebra form)
+        of the adaptive embedding/softmax projections with init="reference";
+        they exist only when div_val > 1 or d_embed != d_model.
       tail_capacity: see `adaptive.AdaptiveSoftmax` (loss with targets).
       name: module name.
     """
@@ -376,7 +426,21 @@ class TransformerXL(hk.Module):
     self.final_lnorm = self.pre_lnorm if final_lnorm is None else bool(final_lnorm)
     ann.get_activation(activation)  # validates the name now
     self.activation = activation
-    self.init_std = float(init_std)
+    if init not in INITS:
+      raise ValueError(f"Unknown init {init!r}; valid: {', '.join(INITS)}.")
+    for what, std in (("init_std", init_std), ("proj_init_std", proj_init_std)):
+      if not std > 0:
+        raise ValueError(f"{what} must be positive, got {std!r}.")
+    self.init, self.init_std = init, float(init_std)
+    if init == "reference":
+      normal = lambda std, mean=0.0: hk.initializers.RandomNormal(stddev=std, mean=mean)
+      self._w_init = ann.initializers.RealEquivalentNormal(self.init_std, algebra=self.algebra)
+      self._proj_init = ann.initializers.RealEquivalentNormal(float(proj_init_std),
+                                                               algebra=self.algebra)
+      self._norm_scale_init = normal(self.init_std, 1.0)
+      self._cluster_init = normal(self.init_std)
+    else:
+      self._w_init = self._proj_init = self._norm_scale_init = self._cluster_init = None
     self.tail_capacity = tail_capacity
 
   # ------------------------------------------------------------ submodules
@@ -384,7 +448,7 @@ class TransformerXL(hk.Module):
   def _embedding(self):
     return adaptive.AdaptiveEmbedding(
         self.vocab_size, self.d_embed, self.d_model, self.cutoffs, self.div_val,
-        algebra=self.algebra, init_std=self.init_std, name="embed")
+        algebra=self.algebra, init_std=self.init_std, proj_init=self._proj_init, name="embed")
 
   @hk.experimental.name_like("__call__")
   def _softmax(self, embedding):
@@ -392,13 +456,15 @@ class TransformerXL(hk.Module):
         self.vocab_size, self.d_embed, self.d_model, self.cutoffs, self.div_val,
         algebra=self.algebra, embedding=embedding, tie_weights=self.tie_weights,
         tie_projs=self.tie_projs, tail_capacity=self.tail_capacity,
-        init_std=self.init_std, name="softmax")
+        init_std=self.init_std, proj_init=self._proj_init, cluster_init=self._cluster_init,
+        name="softmax")
 
   @hk.experimental.name_like("__call__")
   def _layers(self):
     return [DecoderLayer(self.n_heads, self.d_head, self.d_inner, algebra=self.algebra,
                          dropout=self.dropout, dropatt=self.dropatt,
                          pre_lnorm=self.pre_lnorm, activation=self.activation,
+                         w_init=self._w_init, norm_scale_init=self._norm_scale_init,
                          name=f"layer_{l}") for l in range(self.n_layers)]
 
   @hk.experimental.name_like("__call__")
@@ -416,7 +482,8 @@ class TransformerXL(hk.Module):
   @hk.experimental.name_like("__call__")
   def _output(self, h, is_training):
     if self.final_lnorm:
-      h = ann.LayerNorm(algebra=self.algebra, name="final_norm")(h)
+      h = ann.LayerNorm(algebra=self.algebra, scale_init=self._norm_scale_init,
+                        name="final_norm")(h)
     return _dropout(h, self.dropout, is_training)
 
   def _distances(self, n):

@@ -46,6 +46,25 @@ default in spirit (truncated normal, variance ∝ 1/fan_in), but with the
 algebra's fan_in and with the truncation corrected so that the variance really
 is 1/fan_in (Haiku's `TruncatedNormal(1/sqrt(fan_in))` default is ~0.77×).
 
+Fixed-std initialisers, generalised (`RealEquivalentNormal`)
+------------------------------------------------------------
+Some published real recipes do not scale with the fan: Transformer-XL draws every weight from
+N(0, 0.02²) whatever the layer's width. The algebra version of "N(0, s²)" used here keeps what
+such a real layer does to the variance at equal real activation width. A real layer with
+n = Cin·D real inputs and weights N(0, s²) has Var(y) = Cin·D·s²·σ_x². By the count above,
+an algebra layer of Cin elements (the same Cin·D real inputs) has, per output component
+averaged over k, Var(y_ok) = Cin·g·σ_w²·σ_x². They are equal for
+
+    σ_w = s · sqrt(D / g),
+
+independent of the width. So: r, c, h (g = D) keep s per component; M_n(R) (D = n², g = n)
+uses s·sqrt(n), because each output entry sums only n·Cin products where a real layer of the
+same activation width sums n²·Cin; dual (D = 2, g = 1.5) s·sqrt(4/3). The ratio of σ_w to the
+LeCun σ_w is then the same as the real layer's, sqrt(Cin·D)·s, at every algebra. The literal
+alternative, N(0, s²) per component, would shrink each M_n(R) layer's output variance by a
+factor D/g = n relative to the real recipe (4x for M4(R)), which is not the real recipe's
+behaviour in the algebra but a different initialisation.
+
 `distribution="polar"` (c and h) is the initialisation of Trabelsi et al. 2018
 (complex: Rayleigh modulus, uniform phase) and Gaudet & Maida 2018 (quaternion:
 chi(4) modulus, uniform phase θ, uniform unit imaginary axis u,
@@ -73,7 +92,7 @@ from algebranets import algebras as algebras_lib
 __all__ = [
     "VarianceScaling", "product_gain", "effective_fans", "MODES", "DISTRIBUTIONS",
     "lecun_normal", "lecun_uniform", "he_normal", "he_uniform", "glorot_normal",
-    "glorot_uniform", "polar", "INITIALIZERS", "by_name",
+    "glorot_uniform", "polar", "INITIALIZERS", "by_name", "RealEquivalentNormal",
 ]
 
 MODES = ("fan_in", "fan_out", "fan_avg")
@@ -171,6 +190,42 @@ def _polar(key, shape, std, d):
   axis = axis / jnp.linalg.norm(axis, axis=-1, keepdims=True)
   return jnp.concatenate([(modulus * jnp.cos(theta))[..., None],
                           (modulus * jnp.sin(theta))[..., None] * axis], axis=-1)
+
+
+class RealEquivalentNormal(hk.initializers.Initializer):
+  """N(0, σ_w²) per component, σ_w = stddev·sqrt(D / g): real N(0, stddev²) weights, generalised.
+
+  See "Fixed-std initialisers, generalised" in the module docstring: at equal real activation
+  width (Cin·D real inputs), each output component has the variance (averaged over components)
+  of a real layer with N(0, stddev²) weights. For r it is exactly N(0, stddev²) -- the
+  Transformer-XL reference's `init_std`/`proj_init_std` -- and it does not depend on the
+  layer's fans. Usable wherever Haiku takes an initialiser.
+  """
+
+  def __init__(self, stddev: float, *, algebra):
+    """Constructs the initialiser.
+
+    Args:
+      stddev: s, the standard deviation of the real layer's weights.
+      algebra: an Algebra or a registered name.
+    """
+    self.algebra = algebras_lib.get(algebra)
+    if not np.isfinite(stddev) or stddev <= 0:
+      raise ValueError(f"stddev must be a positive number, got {stddev!r}.")
+    self.stddev = float(stddev)
+
+  @property
+  def component_stddev(self) -> float:
+    """σ_w, the standard deviation of every real component of the weight."""
+    return self.stddev * float(np.sqrt(self.algebra.dim / product_gain(self.algebra)))
+
+  def __call__(self, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    shape = tuple(int(s) for s in shape)
+    if not shape or shape[-1] != self.algebra.dim:
+      raise ValueError(f"an algebra weight for {self.algebra.name!r} must have its "
+                       f"{self.algebra.dim} components last; got shape {shape}.")
+    unit = jax.random.normal(hk.next_rng_key(), shape, jnp.float32)
+    return (unit * self.component_stddev).astype(dtype)
 
 
 def lecun_normal(algebra) -> VarianceScaling:

@@ -1,5 +1,6 @@
 """Text corpora and Transformer-XL batching on small files in the real formats."""
 
+import collections
 import itertools
 import sys
 import zipfile
@@ -99,6 +100,109 @@ def test_archive_member_names_are_never_used_as_paths(tmp_path, enwik8_bytes):
   assert all(f.startswith(("enwik8.zip", "wikitext-103-v1.zip", "cache/"))
              for f in _files(work))
   assert _files(tmp_path) == [f"work/{f}" for f in _files(work)]
+
+
+# ----------------------------------------------------------------------------- enwik8 tokens
+def _reference_prep(raw: bytes, sizes, workdir):
+  """The Transformer-XL reference's enwik8 tokens, step by step as its code does them.
+
+  salesforce/awd-lstm-lm data/enwik8/prep_enwik8.py (num_test_chars from the end), then
+  kimiyoung/transformer-xl pytorch/utils/vocabulary.py `Vocab` (special=[], lower_case=True,
+  delimiter None) as pytorch/data_utils.py `Corpus` uses it for enwik8: count_file over train,
+  valid, test; build_vocab; encode_file(ordered=True, add_eos=False).
+  """
+  num_test = sizes[2]
+  assert sizes[1] == num_test
+  parts = {"train": raw[:-2 * num_test], "valid": raw[-2 * num_test:-num_test],
+           "test": raw[-num_test:]}
+  for fn, part in parts.items():
+    part_str = " ".join([str(c) if c != ord("\n") else "\n" for c in part])
+    with open(workdir / f"{fn}.txt", "w") as f:
+      f.write(part_str)
+
+  def tokenize(line):
+    return line.strip().lower().split(None)
+
+  counter = collections.Counter()
+  for fn in parts:
+    with open(workdir / f"{fn}.txt", "r", encoding="utf-8") as f:
+      for line in f:
+        counter.update(tokenize(line))
+  idx2sym = [sym for sym, cnt in counter.most_common(None) if cnt >= 0]
+  sym2idx = {sym: i for i, sym in enumerate(idx2sym)}
+  encoded = {}
+  for fn in parts:
+    with open(workdir / f"{fn}.txt", "r", encoding="utf-8") as f:
+      encoded[fn] = [sym2idx[sym] for line in f for sym in tokenize(line)]
+  return encoded, [int(sym) for sym in idx2sym]
+
+
+@pytest.fixture
+def enwik8_text():
+  """3,000 bytes with newlines (~6%, in runs and at every split boundary), \\r, ties in the
+  counts, and bytes that occur only in valid (250) or only in test (251)."""
+  rng = np.random.default_rng(3)
+  alphabet = np.array([10, 13, 32, 97, 98, 99, 100, 101, 60, 62, 195, 164, 0, 255], np.uint8)
+  weights = np.array([6, 1, 15, 12, 8, 8, 5, 12, 3, 3, 2, 2, 1, 1], float)
+  raw = rng.choice(alphabet, sum(SIZES), p=weights / weights.sum())
+  raw[[0, 2699, 2700, 2701, 2849, 2850, 2999]] = 10   # newlines on every split boundary
+  raw[100:104] = 10                                     # a run of line breaks
+  raw[2760], raw[2900], raw[50] = 250, 251, 252         # valid-only, test-only, train: ties
+  return raw.tobytes()
+
+
+def test_enwik8_reference_tokens_equal_the_reference_preparation(tmp_path, enwik8_text):
+  want, want_symbols = _reference_prep(enwik8_text, SIZES, tmp_path)
+  archive = _zip(tmp_path / "enwik8.zip", {"enwik8": enwik8_text})
+  ds = text.enwik8(archive, cache_dir=tmp_path / "cache", split_sizes=SIZES,
+                   reference_tokens=True, seq_len=8)
+  raw = np.frombuffer(enwik8_text, np.uint8)
+  assert list(ds.symbols) == want_symbols and ds.vocab_size == len(want_symbols)
+  # V: every distinct byte but the newline, over all three splits (250, 251 only in eval).
+  assert ds.vocab_size == len(set(enwik8_text) - {10}) and {250, 251} <= set(ds.symbols)
+  assert ds.vocab is None  # a character corpus: bits per character remain its metric
+  bounds = {"train": (0, 2700), "valid": (2700, 2850), "test": (2850, 3000)}
+  for split, ids in want.items():
+    np.testing.assert_array_equal(ds.splits[split], ids)
+    lo, hi = bounds[split]  # split by bytes first, newlines dropped after
+    kept = raw[lo:hi][raw[lo:hi] != 10]
+    assert len(ds.splits[split]) == len(kept) == len(ids)
+    np.testing.assert_array_equal(np.asarray(ds.symbols)[ds.splits[split]], kept)
+    assert ds.info["newlines_dropped"][split] == int(np.sum(raw[lo:hi] == 10))
+  # The raw file gives the same tokens; the zip's second load reuses its cache folder.
+  (tmp_path / "raw").mkdir()
+  (tmp_path / "raw" / "enwik8").write_bytes(enwik8_text)
+  from_raw = text.enwik8(tmp_path / "raw", split_sizes=SIZES, reference_tokens=True)
+  for split in text.SPLITS:
+    np.testing.assert_array_equal(from_raw.splits[split], ds.splits[split])
+  folders = [p for p in _files(tmp_path / "cache") if p.startswith("enwik8-reference-")]
+  mtimes = [(tmp_path / "cache" / p).stat().st_mtime_ns for p in folders]
+  text.enwik8(archive, cache_dir=tmp_path / "cache", split_sizes=SIZES, reference_tokens=True)
+  assert [(tmp_path / "cache" / p).stat().st_mtime_ns for p in folders] == mtimes
+  # The default stays all bytes.
+  assert text.enwik8(archive, cache_dir=tmp_path / "cache", split_sizes=SIZES).vocab_size == 256
+
+
+def test_enwik8_reference_vocabulary_order_by_count_then_first_appearance():
+  # counts: 7 -> 3, 5 -> 2 (first at 1), 9 -> 2 (first at 3), 4 -> 1 (valid), 6 -> 1 (test).
+  splits = {"train": np.array([7, 5, 10, 10, 9, 7, 5, 7, 9], np.uint8),
+            "valid": np.array([10, 4], np.uint8), "test": np.array([6, 10], np.uint8)}
+  np.testing.assert_array_equal(text.reference_token_vocabulary(splits), [7, 5, 9, 4, 6])
+
+
+def test_enwik8_reference_token_counts_are_the_bpc_denominators(tmp_path, enwik8_text):
+  path = tmp_path / "enwik8"
+  path.write_bytes(enwik8_text)
+  ds = data.build("enwik8", path=path, split_sizes=SIZES, reference_tokens=True, seq_len=8,
+                  eval_seq_len=5)
+  raw = np.frombuffer(enwik8_text, np.uint8)
+  for split, (lo, hi) in (("valid", (2700, 2850)), ("test", (2850, 3000))):
+    scored = sum(int(b["mask"].sum()) for b in ds.eval_batches(split, 4))
+    assert scored == int(np.sum(raw[lo:hi] != 10)) - 1  # every reference token but the first
+    for b in ds.eval_batches(split, 4):
+      assert int(b["targets"].max()) < ds.vocab_size
+  batch = next(ds.train_batches(4))
+  assert batch["inputs"].shape == (4, 8) and int(batch["inputs"].max()) < ds.vocab_size
 
 
 # ----------------------------------------------------------------------------- WikiText-103

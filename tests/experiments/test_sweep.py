@@ -102,6 +102,12 @@ def test_every_small_run_config_loads_and_takes_its_overrides():
           node = node[part]  # KeyError if the config lacks the override's field
 
 
+def test_enwik8_paper_sweep_scores_the_reference_tokens():
+  # The published 1.06 bpc is per reference token (newlines dropped, 204 symbols).
+  for run in sweeps.get("enwik8_transformer_xl").runs:
+    assert "--config.data.reference_tokens=true" in run.command("/w", {"enwik8": "/d/e.zip"})
+
+
 # ----------------------------------------------------------------------------- launcher CLI
 def test_print_commands_fill_data_and_pass_config_flags(capsys, tmp_path):
   rc = launch.main(["--sweep=char_lm_small", f"--root={tmp_path}", "--data=text=/x/input.txt",

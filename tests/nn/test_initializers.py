@@ -142,6 +142,32 @@ def test_default_linear_init_is_lecun_for_the_algebra():
   np.testing.assert_array_equal(params["linear"]["b"], 0.0)
 
 
+@pytest.mark.parametrize("name", sorted(GAIN))
+def test_real_equivalent_normal_gives_the_real_layers_output_variance(name):
+  """At equal real activation width, y = w·x has the variance of a real N(0, s²) layer."""
+  alg = algebras.get(name)
+  s, d = 0.02, alg.dim
+  real_width = 144  # Cin·D for every registered D (1, 2, 3, 4, 8, 9, 16)
+  cin, cout, n = real_width // d, 64, 256
+  w = np.asarray(_sample(inits.RealEquivalentNormal(s, algebra=name), (cin, cout, d)), np.float64)
+  assert w.shape == (cin, cout, d)
+  rng = np.random.default_rng(7)
+  x = rng.standard_normal((n, cin, d))
+  y = np.einsum("ioa,nib,abk->nok", w, x, alg.structure)  # [n, Cout, D], by hand
+  # The real layer itself, simulated: N(0, s²) weights on the same real width.
+  w_real = rng.normal(0.0, s, (real_width, cout))
+  y_real = x.reshape(n, real_width) @ w_real
+  # y² averages n·Cout·D (alg) and n·Cout (real) samples: relative errors of a few % each.
+  assert np.mean(y ** 2) == pytest.approx(np.mean(y_real ** 2), rel=0.12)
+  assert np.mean(y_real ** 2) == pytest.approx(real_width * s ** 2, rel=0.08)
+  if name != "dual":  # every component counts the same products (dual: 1 and 2, see module)
+    np.testing.assert_allclose(np.mean(y ** 2, axis=(0, 1)), real_width * s ** 2, rtol=0.15)
+  # Components: s·sqrt(D/g), e.g. M4(R) 2s, M2(R) s·sqrt(2), r/c/h s.
+  assert np.std(w) == pytest.approx(s * np.sqrt(d / GAIN[name]), rel=0.05)
+  with pytest.raises(ValueError, match="positive"):
+    inits.RealEquivalentNormal(0.0, algebra=name)
+
+
 def test_bad_arguments():
   with pytest.raises(ValueError, match="'fanin'.*fan_in, fan_out, fan_avg"):
     inits.VarianceScaling(1.0, "fanin", algebra="c")

@@ -40,6 +40,21 @@ def test_published_recipes():
   assert cifar.model.name == "cifar_resnet56" and cifar.data.recipe == "cifar"
 
 
+def test_transformer_xl_recipes_are_the_pytorch_base_scripts():
+  # kimiyoung/transformer-xl pytorch/run_{enwik8,wt103}_base.sh + train.py defaults.
+  for name, batch, steps in (("enwik8_transformer_xl", 22, 400_000),
+                             ("wikitext103_transformer_xl", 60, 200_000)):
+    c = load_config(name, "r")
+    assert (c.train.batch_size, c.train.num_steps, c.train.eval_every) == (batch, steps, 4000)
+    assert (c.optimizer.name, c.optimizer.lr, c.optimizer.schedule, c.optimizer.warmup_steps,
+            c.optimizer.end_lr_ratio, c.optimizer.grad_clip_norm) == (
+                "adam", 2.5e-4, "cosine", 0, 0.0, 0.25)
+    assert (c.model.init, c.model.init_std, c.model.dropout, c.model.dropatt) == (
+        "reference", 0.02, 0.1, 0.0)
+    assert not c.model.get("untie_r", False) and not c.model.get("pre_lnorm", False)
+  assert load_config("enwik8_transformer_xl", "r").data.reference_tokens
+
+
 def test_argument_parsing():
   args = config_lib.parse_arg("M2R,debug,match=macs,width=0.5")
   assert args == {"algebra": "m2r", "debug": True, "match": "macs", "width": 0.5}
