@@ -1,0 +1,400 @@
+"""experiments.launch --backend=ray on a real Ray cluster started inside the tests (no mocks).
+
+Each cluster is a head and one worker node, 1 CPU each, on loopback addresses of this machine:
+127.0.0.2 and 127.0.0.3 (Ray replaces 127.0.0.1 and localhost by the machine's routable
+address, which these tests stay off). A cluster has its own temp dir and ports and its own
+token authentication: RAY_AUTH_MODE=token and a fresh RAY_AUTH_TOKEN for the head, the worker
+and the launcher, so nothing is read from or written to ~/.ray (an old ~/.ray/auth_token made
+`ray start --address` fail with InvalidAuthToken in Ray 2.60), and no dashboard. Teardown kills
+exactly the cluster's processes by PID -- those whose command line names its temp dir or its
+GCS address, and their descendants -- even when the test fails; `ray stop` is not used, as it
+stops every Ray process of the user, other people's clusters included. Every wait is bounded.
+
+The launcher runs as a subprocess (`python -m experiments.launch ...`), its runs as the
+training CLI in subprocesses of Ray workers, all sharing one JAX compilation cache. Checks:
+  * the debug_lm sweep runs on both nodes, a rerun skips it, and experiments.collect's table
+    matches each workdir's own files;
+  * killing the worker node's raylet (by PID) while a run trains there: the run is retried on the
+    head, resumes from its checkpoint (its log says so) and ends with the same metrics, bit for
+    bit, as its twin that was not interrupted;
+  * a 2-process run (two Ray tasks on the two nodes, coordinator on process 0's node) trains like
+    the 1-process run of the same config;
+  * a bad override fails once, with its error, and is not retried; --detach / --attach /
+    --status follow it.
+"""
+
+import json
+import os
+import pathlib
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+from experiments import collect
+from experiments import launch
+from experiments import sweeps
+
+if os.environ.get("CI"):
+  import ray  # noqa: F401  (CI installs the cluster extra: a missing Ray is a failure there)
+else:
+  pytest.importorskip("ray", reason="the Ray backend tests need pip install -e .[cluster]")
+import psutil  # pylint: disable=g-import-not-at-top  (a dependency of Ray)
+
+pytestmark = pytest.mark.slow  # starts Ray clusters and trains models
+
+ROOT = sweeps.ROOT
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+NAMES = [r.name for r in sweeps.get("debug_lm").runs]
+D32 = "r_match-none_d32"
+START_TIMEOUT_S = 120
+LAUNCH_TIMEOUT_S = 420
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class LocalCluster:
+  """A Ray head (and worker nodes) on loopback addresses, isolated from ~/.ray (see above)."""
+
+  def __init__(self, jax_cache: pathlib.Path):
+    # Short: Ray's unix sockets live under it and their paths must fit in 107 bytes.
+    self.tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    self.port = _free_port()
+    self.address = f"{HEAD_IP}:{self.port}"
+    self.env = {k: v for k, v in os.environ.items()
+                if not k.startswith("RAY_") and k != "XLA_FLAGS"}
+    self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
+                    RAY_USAGE_STATS_ENABLED="0", JAX_COMPILATION_CACHE_DIR=str(jax_cache),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    self.logs = []
+
+  def start_node(self, ip: str, head: bool = False, num_cpus: int = 1) -> None:
+    argv = [str(pathlib.Path(sys.executable).parent / "ray"), "start",
+            f"--node-ip-address={ip}", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}",
+            "--object-store-memory=80000000", "--include-log-monitor=false",
+            "--disable-usage-stats", f"--dashboard-agent-listen-port={_free_port()}"]
+    if head:
+      argv += ["--head", f"--port={self.port}", "--include-dashboard=false",
+               f"--dashboard-port={_free_port()}", f"--ray-client-server-port={_free_port()}"]
+    else:
+      argv += [f"--address={self.address}"]
+    log = pathlib.Path(self.tmp) / f"start_{ip}_{len(self.logs)}.log"
+    self.logs.append(log)
+    with open(log, "w") as out:  # a file, not a pipe: Ray's daemons inherit it
+      rc = subprocess.run(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, timeout=START_TIMEOUT_S).returncode
+    assert rc == 0, log.read_text()[-3000:]
+
+  def processes(self):
+    """This cluster's processes: command line naming its temp dir or GCS address, and their
+    descendants (the raylets' workers and agents, the training processes)."""
+    me = os.getpid()
+    roots = []
+    for p in psutil.process_iter(["cmdline"]):
+      cmdline = p.info["cmdline"] or []
+      if p.pid != me and any(self.tmp in a or a.endswith(f"={self.address}") for a in cmdline):
+        roots.append(p)
+    found = {}
+    for p in roots:
+      try:
+        found.update({q.pid: q for q in [p] + p.children(recursive=True)})
+      except psutil.NoSuchProcess:
+        pass
+    return found
+
+  def raylet(self, ip: str) -> psutil.Process:
+    [raylet] = [p for p in self.processes().values()
+                if p.name() == "raylet" and f"--node_ip_address={ip}" in p.cmdline()]
+    return raylet
+
+  def stop(self) -> None:
+    for _ in range(3):  # a dying raylet may still start a worker
+      procs = list(self.processes().values())
+      if not procs:
+        break
+      for p in procs:
+        try:
+          p.kill()
+        except psutil.NoSuchProcess:
+          pass
+      psutil.wait_procs(procs, timeout=15)
+    shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+  """20 kB of word-like text (a Zipf draw over a small vocabulary), deterministic."""
+  rng = np.random.default_rng(0)
+  words = "the of and to in a is that for it as was with be by on not he this are".split()
+  text = " ".join(words[min(int(rng.zipf(1.5)) - 1, len(words) - 1)] for _ in range(6000))
+  path = tmp_path_factory.mktemp("text") / "corpus.txt"
+  path.write_text(text[:20_000])
+  return path
+
+
+def _cluster(jax_cache, worker_cpus=1):
+  cluster = LocalCluster(jax_cache)
+  try:
+    cluster.start_node(HEAD_IP, head=True)
+    cluster.start_node(WORKER_IP, num_cpus=worker_cpus)
+  except BaseException:
+    cluster.stop()
+    raise
+  return cluster
+
+
+@pytest.fixture
+def cluster(jax_cache):
+  c = _cluster(jax_cache)
+  try:
+    yield c
+  finally:
+    c.stop()
+
+
+def _launcher(cluster, args, out: pathlib.Path, script=None, wait=True):
+  """`python -m experiments.launch --backend=ray --address=... ARGS` (or `python -c script ARGS`)
+  with the cluster's token; output in `out`. The return code, or the Popen if not `wait`."""
+  argv = [sys.executable] + (["-c", script] if script else ["-m", "experiments.launch"])
+  argv += ["--backend=ray", f"--address={cluster.address}", "--report_every=10"] + list(args)
+  env = dict(cluster.env, PYTHONPATH=str(ROOT))
+  f = open(out, "w")  # pylint: disable=consider-using-with
+  proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL)
+  f.close()
+  if not wait:
+    return proc
+  try:
+    return proc.wait(timeout=LAUNCH_TIMEOUT_S)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+
+
+def _record(workdir) -> dict:
+  return json.loads((pathlib.Path(workdir) / launch.RUN_FILE).read_text())
+
+
+def _metrics(workdir, split):
+  return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text()
+          .splitlines() if json.loads(line)["split"] == split]
+
+
+def _table_rows(markdown: str):
+  rows = {}
+  for line in markdown.splitlines():
+    m = re.match(r"\| `([^`]+)` \|(.*)\|$", line)
+    if m:
+      rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+  return rows
+
+
+# ----------------------------------------------------------------------------- the sweep
+@pytest.fixture(scope="module")
+def debug_lm_on_ray(jax_cache, text_file, tmp_path_factory):
+  """The debug_lm sweep through --backend=ray on its own cluster, launched twice (the second
+  time every run is finished): (root, first output, second output, return codes)."""
+  tmp = tmp_path_factory.mktemp("sweep")
+  root = tmp / "runs"
+  cluster = _cluster(jax_cache)
+  try:
+    args = ["--sweep=debug_lm", f"--root={root}", f"--data=text={text_file}"]
+    rc1 = _launcher(cluster, args, tmp / "out1.txt")
+    rc2 = _launcher(cluster, args, tmp / "out2.txt")
+  finally:
+    cluster.stop()
+  return root, (tmp / "out1.txt").read_text(), (tmp / "out2.txt").read_text(), (rc1, rc2)
+
+
+def test_debug_lm_sweep_runs_on_both_nodes_and_collects(debug_lm_on_ray, tmp_path):
+  root, out, again, codes = debug_lm_on_ray
+  assert codes == (0, 0), out[-5000:]
+  assert "storage: every node sees and writes" in out
+  hosts = set()
+  for name in NAMES:
+    record = _record(root / name)
+    assert record["status"] == "done" and record["backend"] == "ray", record
+    assert [a["outcome"] for a in record["attempts"]] == ["done"]
+    assert record["returncode"] == 0 and record["wall_s"] > 0
+    hosts.update(record["hosts"])
+    assert f"{name}: done in" in out
+  assert hosts == {HEAD_IP, WORKER_IP}  # two 1-CPU nodes: two runs at a time, one per node
+  assert re.search(r"progress: 4/4 done, 0 running, 0 waiting for resources, 0 failed", out)
+  assert all(f"{n}: finished, skipped" in again for n in NAMES)
+  assert "0 run(s) launched, 0 failed" in again
+
+  # experiments.collect, unchanged, against each workdir's own files.
+  rows = {r.run: r for r in collect.write(root, tmp_path, title="debug on ray")}
+  assert sorted(rows) == sorted(NAMES)
+  table = _table_rows((tmp_path / "results.md").read_text())
+  for name in NAMES:
+    final = _metrics(root / name, "test")[-1]
+    model = json.loads((root / name / "model.json").read_text())
+    config = json.loads((root / name / "config.json").read_text())
+    assert final["step"] == config["train"]["num_steps"] == 20
+    assert table[name][4] == f"{model['params']:,}"
+    assert table[name][5] == f"{model['macs_per_token']:,.0f}"
+    assert table[name][8] == f"{final['bpc']:.4g}"
+    assert table[name][9] == "20"
+    assert table[name][3] == f"d_model {config['model']['d_model']}"
+    assert rows[name].value == final["bpc"] < 8.0
+
+
+# ----------------------------------------------------------------------------- a lost node
+# Two identical long runs (twins "a" and "b"): one per node. The worker node's raylet is
+# killed once its run has saved a checkpoint; the other twin is the uninterrupted reference.
+_TWINS = r"""
+import sys
+from experiments import launch, sweeps
+over = (("train.num_steps", 1500), ("train.checkpoint_every", 100), ("train.log_every", 100))
+sweeps.SWEEPS["twins"] = sweeps.Sweep(
+    "twins", "two identical debug runs", tuple(
+        sweeps.Run("configs/char_transformer_xl.py", "r,debug,match=none,path={text}", over,
+                   variant=v) for v in ("a", "b")),
+    metric="test/bpc", data=(("text", "a text file"),))
+sys.exit(launch.main(sys.argv[1:]))
+"""
+
+
+def test_a_run_on_a_killed_node_resumes_elsewhere_and_ends_like_its_twin(
+    cluster, text_file, tmp_path):
+  root = tmp_path / "runs"
+  proc = _launcher(cluster, ["--sweep=twins", f"--root={root}", f"--data=text={text_file}",
+                             "--max_retries=2"], tmp_path / "out.txt", script=_TWINS, wait=False)
+  out = tmp_path / "out.txt"
+  try:
+    deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+    victim = None
+    while victim is None:  # which twin runs on the worker node, and has it saved a step?
+      assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-5000:]
+      for name in ("r_match-none_a", "r_match-none_b"):
+        wd = root / name
+        if ((wd / launch.RUN_FILE).exists() and _record(wd)["hosts"] == [WORKER_IP]
+            and 0 < launch.latest_checkpoint_step(wd) < 1500):
+          victim = name
+      time.sleep(0.1)
+    killed_after = launch.latest_checkpoint_step(root / victim)
+    cluster.raylet(WORKER_IP).send_signal(signal.SIGKILL)
+    rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  text = out.read_text()
+  assert rc == 0, text[-5000:]
+  twin = "r_match-none_b" if victim.endswith("_a") else "r_match-none_a"
+  record = _record(root / victim)
+  assert record["status"] == "done"
+  first, second = record["attempts"]
+  assert first["outcome"] == "lost" and "NodeDied" in first["why"], first
+  assert first["hosts"] == [WORKER_IP] and second["hosts"] == [HEAD_IP]
+  resumed_at = second["start_step"]
+  assert killed_after <= resumed_at < 1500
+  log = (root / victim / launch.LOG_FILE).read_text()
+  assert f"resuming at step {resumed_at} of 1500" in log
+  assert f"{victim}: lost on {WORKER_IP}" in text and "resubmitted (retry 1 of 2" in text
+  assert [a["outcome"] for a in _record(root / twin)["attempts"]] == ["done"]
+  # The same numbers as the uninterrupted twin: every logged training step and the evals.
+  for split in ("train", "valid", "test"):
+    ours, theirs = _metrics(root / victim, split), _metrics(root / twin, split)
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    assert [r["loss" if split == "train" else "bpc"] for r in ours] == \
+        [r["loss" if split == "train" else "bpc"] for r in theirs]
+  assert _metrics(root / victim, "test")[-1]["step"] == 1500
+
+
+# ----------------------------------------------------------------------------- 2 processes
+def _params(workdir, step=20):
+  """The checkpoint's parameters as {path: numpy array}, read without the run's config."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(workdir) / "checkpoints" / str(step) / "state"
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    meta = checkpointer.metadata(path)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(path, restore_args=args)
+  return {jax.tree_util.keystr(k): v for k, v in
+          jax.tree_util.tree_flatten_with_path(state["params"])[0]}
+
+
+def test_a_two_process_run_on_two_nodes_trains_like_one_process(
+    cluster, debug_lm_on_ray, text_file, tmp_path):
+  reference = debug_lm_on_ray[0] / D32  # the 1-process run of the same config
+  root = tmp_path / "runs"
+  rc = _launcher(cluster, ["--sweep=debug_lm", f"--root={root}", f"--data=text={text_file}",
+                           f"--only=^{D32}$", "--hosts_per_run=2"], tmp_path / "out.txt")
+  text = (tmp_path / "out.txt").read_text()
+  assert rc == 0, text[-5000:]
+  wd = root / D32
+  record = _record(wd)
+  assert record["status"] == "done" and record["num_processes"] == 2
+  [attempt] = record["attempts"]
+  assert attempt["returncodes"] == [0, 0]
+  assert sorted(attempt["hosts"]) == [HEAD_IP, WORKER_IP]  # STRICT_SPREAD: one per node
+  log0, log1 = (wd / launch.LOG_FILE).read_text(), (wd / "train.1.log").read_text()
+  coordinator = f"--coordinator_address={attempt['hosts'][0]}:"
+  assert coordinator in log0 and coordinator in log1
+  assert "--num_processes=2 --process_id=0" in log0 and "--process_id=1" in log1
+  assert "on 2 device(s), 2 process(es)" in log0
+  # The existing multi-device / multi-process criteria: the same training (float32 rounding
+  # apart: the gradient is summed over two processes), one checkpoint, one metrics writer.
+  two, one = _metrics(wd, "train"), _metrics(reference, "train")
+  assert [r["step"] for r in two] == [r["step"] for r in one] == [5, 10, 15, 20]
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=2e-6)
+  for split in ("valid", "test"):
+    np.testing.assert_allclose(_metrics(wd, split)[-1]["bpc"], _metrics(reference, split)[-1]
+                               ["bpc"], rtol=1e-5)
+  p2, p1 = _params(wd), _params(reference)
+  assert sorted(p2) == sorted(p1) and p1
+  for k in p1:
+    np.testing.assert_allclose(p2[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+# ----------------------------------------------------------------------------- a bad override
+def test_a_bad_override_fails_once_with_its_error_detached_and_attached(
+    cluster, text_file, tmp_path):
+  root = tmp_path / "runs"
+  args = ["--sweep=debug_lm", f"--root={root}", f"--data=text={text_file}",
+          f"--only=^{D32}$", "--config.train.no_such_key=1"]
+  assert _launcher(cluster, args + ["--detach"], tmp_path / "detach.txt") == 0
+  assert "detached: the sweep runs in Ray actor" in (tmp_path / "detach.txt").read_text()
+  rc = _launcher(cluster, args + ["--attach"], tmp_path / "attach.txt")
+  text = (tmp_path / "attach.txt").read_text()
+  assert rc == 1, text
+  assert text.count(f"{D32}: failed (exit 1), not retried") == 1, text
+  assert "config.train has no key 'no_such_key'" in text  # the log tail, printed
+  record = _record(root / D32)
+  assert record["status"] == "failed" and record["returncode"] == 1
+  assert [a["outcome"] for a in record["attempts"]] == ["failed"]
+  assert "no_such_key" in record["log_tail"]
+  assert (root / D32 / launch.LOG_FILE).read_text().count("=== ") == 1  # started once
+  rc = _launcher(cluster, args + ["--status"], tmp_path / "status.txt")
+  status = (tmp_path / "status.txt").read_text()
+  assert rc == 1 and "1 failed" in status and str(root / D32) in status, status
+
+
+def test_nothing_in_the_library_imports_ray():
+  hits = [str(p.relative_to(ROOT)) for p in (ROOT / "algebranets").rglob("*.py")
+          if re.search(r"^\s*(import ray|from ray)\b", p.read_text(), re.M)]
+  assert hits == []
+  code = ("import sys, algebranets.training.train, algebranets.train, experiments.launch\n"
+          "assert 'ray' not in sys.modules, 'ray imported'")
+  subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120,
+                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
