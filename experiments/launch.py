@@ -341,6 +341,10 @@ def main(argv=None) -> int:
   except ImportError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 2
+  except KeyboardInterrupt:
+    print("interrupted: the runs in flight were stopped; launch again to resume them from their "
+          "checkpoints", file=sys.stderr, flush=True)
+    return 130
   except ValueError as e:
     parser.error(str(e))
   failed = [r["run"] for r in records if r["status"] != "done"]

@@ -43,13 +43,7 @@ from experiments import collect
 from experiments import launch
 from experiments import sweeps
 
-if os.environ.get("CI"):
-  import ray  # noqa: F401  (CI installs the cluster extra: a missing Ray is a failure there)
-else:
-  pytest.importorskip("ray", reason="the Ray backend tests need pip install -e .[cluster]")
-import psutil  # pylint: disable=g-import-not-at-top  (a dependency of Ray)
-
-pytestmark = pytest.mark.slow  # starts Ray clusters and trains models
+from experiments import ray_backend
 
 ROOT = sweeps.ROOT
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
@@ -63,6 +57,15 @@ def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+def _require_ray():
+  """Ray, for the tests that start clusters: skipped without the cluster extra, except in CI
+  (which installs it: a missing Ray fails there)."""
+  if os.environ.get("CI"):
+    import ray  # pylint: disable=g-import-not-at-top,unused-import
+  else:
+    pytest.importorskip("ray", reason="the Ray backend tests need pip install -e .[cluster]")
 
 
 class LocalCluster:
@@ -100,6 +103,7 @@ class LocalCluster:
   def processes(self):
     """This cluster's processes: command line naming its temp dir or GCS address, and their
     descendants (the raylets' workers and agents, the training processes)."""
+    import psutil  # pylint: disable=g-import-not-at-top  (a dependency of Ray)
     me = os.getpid()
     roots = []
     for p in psutil.process_iter(["cmdline"]):
@@ -114,12 +118,13 @@ class LocalCluster:
         pass
     return found
 
-  def raylet(self, ip: str) -> psutil.Process:
+  def raylet(self, ip: str):
     [raylet] = [p for p in self.processes().values()
                 if p.name() == "raylet" and f"--node_ip_address={ip}" in p.cmdline()]
     return raylet
 
   def stop(self) -> None:
+    import psutil  # pylint: disable=g-import-not-at-top
     for _ in range(3):  # a dying raylet may still start a worker
       procs = list(self.processes().values())
       if not procs:
@@ -150,6 +155,7 @@ def text_file(tmp_path_factory):
 
 
 def _cluster(jax_cache, worker_cpus=1):
+  _require_ray()
   cluster = LocalCluster(jax_cache)
   try:
     cluster.start_node(HEAD_IP, head=True)
@@ -223,6 +229,7 @@ def debug_lm_on_ray(jax_cache, text_file, tmp_path_factory):
   return root, (tmp / "out1.txt").read_text(), (tmp / "out2.txt").read_text(), (rc1, rc2)
 
 
+@pytest.mark.slow  # starts a Ray cluster and trains
 def test_debug_lm_sweep_runs_on_both_nodes_and_collects(debug_lm_on_ray, tmp_path):
   root, out, again, codes = debug_lm_on_ray
   assert codes == (0, 0), out[-5000:]
@@ -273,6 +280,7 @@ sys.exit(launch.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # starts a Ray cluster and trains
 def test_a_run_on_a_killed_node_resumes_elsewhere_and_ends_like_its_twin(
     cluster, text_file, tmp_path):
   root = tmp_path / "runs"
@@ -335,6 +343,7 @@ def _params(workdir, step=20):
           jax.tree_util.tree_flatten_with_path(state["params"])[0]}
 
 
+@pytest.mark.slow  # starts a Ray cluster and trains
 def test_a_two_process_run_on_two_nodes_trains_like_one_process(
     cluster, debug_lm_on_ray, text_file, tmp_path):
   reference = debug_lm_on_ray[0] / D32  # the 1-process run of the same config
@@ -368,10 +377,12 @@ def test_a_two_process_run_on_two_nodes_trains_like_one_process(
     np.testing.assert_allclose(p2[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-# ----------------------------------------------------------------------------- a bad override
-def test_a_bad_override_fails_once_with_its_error_detached_and_attached(
+# ----------------------------------------------------------------------------- failures
+@pytest.mark.slow  # starts a Ray cluster and trains
+def test_a_bad_override_fails_once_and_a_preempted_run_is_resubmitted(
     cluster, text_file, tmp_path):
-  root = tmp_path / "runs"
+  # A bad override, detached, then followed (--attach) and queried (--status).
+  root = tmp_path / "bad"
   args = ["--sweep=debug_lm", f"--root={root}", f"--data=text={text_file}",
           f"--only=^{D32}$", "--config.train.no_such_key=1"]
   assert _launcher(cluster, args + ["--detach"], tmp_path / "detach.txt") == 0
@@ -385,10 +396,77 @@ def test_a_bad_override_fails_once_with_its_error_detached_and_attached(
   assert record["status"] == "failed" and record["returncode"] == 1
   assert [a["outcome"] for a in record["attempts"]] == ["failed"]
   assert "no_such_key" in record["log_tail"]
-  assert (root / D32 / launch.LOG_FILE).read_text().count("=== ") == 1  # started once
+  assert (root / D32 / launch.LOG_FILE).read_text().count("\n=== ") == 1  # started once
   rc = _launcher(cluster, args + ["--status"], tmp_path / "status.txt")
   status = (tmp_path / "status.txt").read_text()
-  assert rc == 1 and "1 failed" in status and str(root / D32) in status, status
+  assert rc == 1 and "1 failed" in status and f"failed      {root / D32}" in status, status
+
+  # A run stopped as if by SIGTERM at step 10 (the trainer saves and exits 0) is resubmitted
+  # and resumes there; a preemption that made progress costs no retry.
+  root = tmp_path / "preempted"
+  rc = _launcher(cluster, ["--sweep=debug_lm", f"--root={root}", f"--data=text={text_file}",
+                           f"--only=^{D32}$", "--config.train.preempt_at_step=10",
+                           "--max_retries=0"], tmp_path / "preempted.txt")
+  text = (tmp_path / "preempted.txt").read_text()
+  assert rc == 0, text
+  record = _record(root / D32)
+  assert [(a["outcome"], a["returncodes"], a["start_step"], a["end_step"])
+          for a in record["attempts"]] == [("preempted", [0], 0, 10), ("done", [0], 10, 20)]
+  assert "resuming at step 10 of 20" in (root / D32 / launch.LOG_FILE).read_text()
+  assert "free: it made progress" in text
+
+
+# ----------------------------------------------------------------------------- no cluster
+def test_resources_per_run_are_parsed_into_ray_options():
+  assert ray_backend.parse_resources(None) == {"CPU": 1.0}
+  res = ray_backend.parse_resources("CPU=8,GPU=1,memory=4e9,TPU=4,slice-a=1")
+  assert res == {"CPU": 8.0, "GPU": 1.0, "memory": 4e9, "TPU": 4.0, "slice-a": 1.0}
+  assert ray_backend.task_options(res) == {
+      "num_cpus": 8.0, "num_gpus": 1.0, "memory": 4e9, "resources": {"TPU": 4.0, "slice-a": 1.0}}
+  assert ray_backend.task_options({"TPU": 4.0}) == {"num_cpus": 0.0, "num_gpus": 0.0,
+                                                    "resources": {"TPU": 4.0}}
+  for bad, match in (("CPU", "NAME=AMOUNT"), ("GPU=x", "NAME=AMOUNT"), ("GPU=-1", "NAME=AMOUNT"),
+                     ("CPU=1,CPU=2", "names CPU twice"), ("CPU=0", "asks for nothing")):
+    with pytest.raises(ValueError, match=match):
+      ray_backend.parse_resources(bad)
+  assert ray_backend.parse_tpu_slice("v5p:2x2x4") == ("v5p", "2x2x4")
+  with pytest.raises(ValueError, match="ACCELERATOR_VERSION:TOPOLOGY"):
+    ray_backend.parse_tpu_slice("v4-16")
+
+
+def test_launcher_flags_of_the_ray_backend(capsys, tmp_path):
+  with pytest.raises(SystemExit):
+    launch.main(["--sweep=debug_lm", "--data=text=/x", "--hosts_per_run=2"])
+  assert "--hosts_per_run go with --backend=ray" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    launch.main(["--sweep=debug_lm", "--data=text=/x", "--backend=ray", "--tpu_slice=v4"])
+  assert "--tpu_slice expects" in capsys.readouterr().err
+  # Without Ray installed: one clear error naming the extra (a subprocess that hides Ray).
+  code = ("import sys; sys.modules['ray'] = None\nfrom experiments import launch\n"
+          "sys.exit(launch.main(sys.argv[1:]))")
+  out = subprocess.run([sys.executable, "-c", code, "--sweep=debug_lm", "--data=text=/x",
+                        f"--root={tmp_path}", "--backend=ray"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert out.returncode == 2
+  assert "--backend=ray needs Ray" in out.stderr and "pip install -e '.[cluster]'" in out.stderr
+
+
+def test_status_is_read_from_the_workdirs_without_a_cluster(capsys, tmp_path):
+  names = NAMES
+  (tmp_path / names[0]).mkdir()
+  (tmp_path / names[0] / launch.RUN_FILE).write_text(json.dumps({"status": "done"}))
+  (tmp_path / names[1]).mkdir()
+  (tmp_path / names[1] / launch.RUN_FILE).write_text(json.dumps(
+      {"status": "running", "hosts": ["10.0.0.7", "10.0.0.8"]}))
+  (tmp_path / names[2]).mkdir()
+  (tmp_path / names[2] / launch.RUN_FILE).write_text(json.dumps(
+      {"status": "failed", "failure": "exit 1"}))
+  assert launch.main(["--sweep=debug_lm", f"--root={tmp_path}", "--status"]) == 1
+  out = capsys.readouterr().out
+  assert out.splitlines()[0] == "1 done, 1 running, 1 failed, 0 preempted, 0 lost, 1 not started"
+  assert f"running     {tmp_path / names[1]}  (on 10.0.0.7, 10.0.0.8)" in out
+  assert f"failed      {tmp_path / names[2]}  (exit 1)" in out
+  assert f"not started {tmp_path / names[3]}" in out
 
 
 def test_nothing_in_the_library_imports_ray():
