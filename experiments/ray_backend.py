@@ -509,7 +509,7 @@ class RaySweep:
     elif launch_lib.reached_last_step(st.workdir):
       outcome, why = "done", ""
     else:
-      outcome, why = "preempted", f"stopped at step {step} (SIGTERM?)"
+      outcome, why = "preempted", f"exit 0 at step {step}, before the last step"
     hosts = [r.get("ip") for r in results if r.get("ip")] or st.hosts
     machine = next((r["machine"] for r in results if r.get("machine")), None)
     st.history.append(dict(attempt=st.attempts, outcome=outcome, why=why, hosts=hosts,
@@ -544,9 +544,12 @@ class RaySweep:
                  f"{self.max_retries}), failed -> {st.workdir}")
       else:
         st.status, record["status"] = "pending", outcome
+        if outcome == "preempted" and progressed:
+          cost = "a preemption after progress uses no retry"
+        else:
+          cost = f"retry {st.retries} of {self.max_retries}"
         self.log(f"{st.run.name}: {outcome} on {', '.join(hosts)} after {attempt_wall:.0f} s "
-                 f"({why}); checkpoint at step {step}; resubmitted (retry {st.retries} of "
-                 f"{self.max_retries}{', free: it made progress' if outcome == 'preempted' and progressed else ''})")
+                 f"({why}); checkpoint at step {step}; resubmitted ({cost})")
     launch_lib._write_record(st.workdir / launch_lib.RUN_FILE, record)  # pylint: disable=protected-access
 
   # -- the loop

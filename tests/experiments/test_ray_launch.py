@@ -413,7 +413,7 @@ def test_a_bad_override_fails_once_and_a_preempted_run_is_resubmitted(
   assert [(a["outcome"], a["returncodes"], a["start_step"], a["end_step"])
           for a in record["attempts"]] == [("preempted", [0], 0, 10), ("done", [0], 10, 20)]
   assert "resuming at step 10 of 20" in (root / D32 / launch.LOG_FILE).read_text()
-  assert "free: it made progress" in text
+  assert "a preemption after progress uses no retry" in text
 
 
 # ----------------------------------------------------------------------------- no cluster
