@@ -164,7 +164,7 @@ def commands(sweep, runs, root, data, extra, python) -> List[List[str]]:
   return [run.command(pathlib.Path(root) / run.name, data, python) + list(extra) for run in runs]
 
 
-def _write_record(path: pathlib.Path, record: dict) -> None:
+def write_record(path: pathlib.Path, record: dict) -> None:
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(record, indent=2))
   tmp.replace(path)
@@ -180,7 +180,7 @@ def launch_run(sweep, run, root: pathlib.Path, data, extra, python, log=print) -
                 command=shlex.join(argv), status="running", returncode=None,
                 started=datetime.datetime.now().isoformat(timespec="seconds"), finished=None,
                 wall_s=None, git_commit=git_commit(), host=platform.node(), machine=machine())
-  _write_record(workdir / RUN_FILE, record)
+  write_record(workdir / RUN_FILE, record)
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
       [str(sweeps_lib.ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -196,7 +196,7 @@ def launch_run(sweep, run, root: pathlib.Path, data, extra, python, log=print) -
   record.update(status=status, returncode=returncode,
                 finished=datetime.datetime.now().isoformat(timespec="seconds"),
                 wall_s=round(time.monotonic() - start, 1))
-  _write_record(workdir / RUN_FILE, record)
+  write_record(workdir / RUN_FILE, record)
   log(f"[{record['finished']}] {run.name}: {record['status']} in {record['wall_s']:.0f} s"
       + ("" if status == "done" else f" (exit {returncode}; see {workdir / LOG_FILE})"))
   return record

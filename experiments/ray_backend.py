@@ -203,9 +203,10 @@ def run_process(spec: Dict[str, Any], coordinator: Optional[str] = None) -> Dict
     out.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {spec['header']} "
               f"on {platform.node()} ({ip}), pid {os.getpid()}: {shlex.join(argv)}\n")
     out.flush()
+    # pylint: disable-next=subprocess-popen-preexec-fn
     proc = subprocess.Popen(argv, cwd=spec["repo"], env=env, stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent)  # pylint: disable=subprocess-popen-preexec-fn
+                            preexec_fn=_die_with_parent)
     try:
       returncode = proc.wait()
     finally:  # cancelled (KeyboardInterrupt) or worse: the process goes with the task
@@ -336,7 +337,8 @@ class RaySweep:
     """Every alive node sees this machine's --root and can write there, and has the repository
     (see the module docstring); ValueError naming the nodes that fail."""
     ray = self.ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     token = uuid.uuid4().hex
     probe_dir = self.root / f".launch-probe-{token[:12]}"
     try:
@@ -380,15 +382,31 @@ class RaySweep:
     finally:
       shutil.rmtree(probe_dir, ignore_errors=True)
 
+  def check_fits(self, nodes) -> None:
+    """Warns if no run fits the cluster now: then runs wait for nodes to join (an autoscaler)."""
+    if self.tpu_slice:
+      return
+    fit = [n for n in nodes if all(n["Resources"].get(k, 0.0) >= v
+                                   for k, v in self.resources.items())]
+    if len(fit) < self.hosts_per_run:
+      offers = "; ".join(f"{n['NodeManagerAddress']}: " + ", ".join(
+          f"{k} {v:g}" for k, v in sorted(n["Resources"].items())
+          if k in self.resources) for n in nodes)
+      self.log(f"WARNING: a run needs {self.hosts_per_run} node(s) with {self.resources} each, "
+               f"and {len(fit)} node(s) of the cluster have that ({offers}): the runs wait "
+               "until such nodes join; lower --resources_per_run / --hosts_per_run otherwise")
+
   # -- one attempt
   def _argv(self, st: RunState) -> List[str]:
     return st.run.command(st.workdir, self.data, self.python) + self.extra
 
   def _reserve(self, st: RunState) -> bool:
     """Asks for the attempt's placement group; False if a TPU slice is not free yet."""
-    from ray.util.placement_group import placement_group  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from ray.util.placement_group import placement_group
     if self.tpu_slice:
-      from ray.util import tpu  # pylint: disable=g-import-not-at-top
+      # pylint: disable=g-import-not-at-top
+      from ray.util import tpu
       version, topology = self.tpu_slice
       try:
         st.slice_handle = tpu.slice_placement_group(
@@ -414,7 +432,8 @@ class RaySweep:
   def _start(self, st: RunState) -> None:
     """The placement group is ready: one task per bundle, each running one process."""
     ray = self.ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     if st.slice_handle is not None:
       st.slice_handle.release_head_pgs()
     st.attempts += 1
@@ -451,13 +470,14 @@ class RaySweep:
         backend="ray", hosts=st.hosts, num_processes=st.num_processes,
         resources=self._bundle_resources(st), attempts=st.history)
     st.workdir.mkdir(parents=True, exist_ok=True)
-    launch_lib._write_record(st.workdir / launch_lib.RUN_FILE, st.record)  # pylint: disable=protected-access
+    launch_lib.write_record(st.workdir / launch_lib.RUN_FILE, st.record)
     resume = f", resuming from step {st.start_step}" if st.start_step else ""
     self.log(f"{st.run.name}: started on {', '.join(st.hosts)} (attempt {st.attempts}"
              f"{resume}) -> {st.workdir}")
 
   def _release(self, st: RunState) -> None:
-    from ray.util.placement_group import remove_placement_group  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from ray.util.placement_group import remove_placement_group
     try:
       if st.slice_handle is not None:
         st.slice_handle.shutdown()
@@ -550,7 +570,7 @@ class RaySweep:
           cost = f"retry {st.retries} of {self.max_retries}"
         self.log(f"{st.run.name}: {outcome} on {', '.join(hosts)} after {attempt_wall:.0f} s "
                  f"({why}); checkpoint at step {step}; resubmitted ({cost})")
-    launch_lib._write_record(st.workdir / launch_lib.RUN_FILE, record)  # pylint: disable=protected-access
+    launch_lib.write_record(st.workdir / launch_lib.RUN_FILE, record)
 
   # -- the loop
   def run(self) -> List[dict]:
@@ -573,6 +593,7 @@ class RaySweep:
     if todo:
       self.check_storage()
       self.log(f"storage: every node sees and writes {self.root}")
+      self.check_fits(nodes)
     try:
       while any(st.status not in ("done", "failed") for st in self.states):
         tried_slice = False
@@ -662,8 +683,11 @@ class SweepActor:
       self.sweep.run()
     except Exception as e:  # pylint: disable=broad-except
       self.error = f"{type(e).__name__}: {e}"
-    time.sleep(self.linger_s)  # room for --attach / --status to read the end, then go
-    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+    time.sleep(self.linger_s)  # room for --attach to read the end, then go
+    try:
+      ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+    except Exception:  # pylint: disable=broad-except
+      os._exit(0)  # pylint: disable=protected-access
 
   def state(self, since: int = 0) -> Dict[str, Any]:
     """New progress lines since `since`, the progress, whether the sweep ended, its error."""
@@ -678,15 +702,16 @@ class SweepActor:
 def detach(kwargs: Dict[str, Any], address: Optional[str], log=print) -> str:
   """Starts the sweep in a detached actor on this node; returns its name."""
   ray = connect(address, kwargs.get("repo"))
-  from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
   name = actor_name(kwargs["root"])
   try:
     ray.get_actor(name)
+  except ValueError:  # none: good
+    pass
+  else:
     raise ValueError(f"a sweep for --root={kwargs['root']} is already running on this cluster "
                      f"(actor {name}): --attach to follow it, --status to see it")
-  except ValueError as e:
-    if "already running" in str(e):
-      raise
   actor = ray.remote(SweepActor).options(
       name=name, lifetime="detached", num_cpus=0, max_restarts=0,
       scheduling_strategy=NodeAffinitySchedulingStrategy(
@@ -716,6 +741,8 @@ def attach(root, address: Optional[str], *, follow: bool, log=print,
     for line in state["messages"]:
       log(line)
     seen += len(state["messages"])
+    if state["error"]:
+      log(f"the detached sweep stopped: {state['error']}")
     if state["finished"] or not follow:
       if state["finished"] and follow:
         ray.kill(handle, no_restart=True)
