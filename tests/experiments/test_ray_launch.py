@@ -83,22 +83,31 @@ class LocalCluster:
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
     self.logs = []
 
-  def start_node(self, ip: str, head: bool = False, num_cpus: int = 1) -> None:
-    argv = [str(pathlib.Path(sys.executable).parent / "ray"), "start",
-            f"--node-ip-address={ip}", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}",
-            "--object-store-memory=80000000", "--include-log-monitor=false",
-            "--disable-usage-stats", f"--dashboard-agent-listen-port={_free_port()}"]
-    if head:
-      argv += ["--head", f"--port={self.port}", "--include-dashboard=false",
-               f"--dashboard-port={_free_port()}", f"--ray-client-server-port={_free_port()}"]
-    else:
-      argv += [f"--address={self.address}"]
-    log = pathlib.Path(self.tmp) / f"start_{ip}_{len(self.logs)}.log"
-    self.logs.append(log)
-    with open(log, "w") as out:  # a file, not a pipe: Ray's daemons inherit it
-      rc = subprocess.run(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, timeout=START_TIMEOUT_S).returncode
-    assert rc == 0, log.read_text()[-3000:]
+  def start_nodes(self, *nodes) -> None:
+    """`ray start` for each (ip, head, num_cpus) at once (a worker waits for the head's GCS)."""
+    starts = []
+    for ip, head, num_cpus in nodes:
+      argv = [str(pathlib.Path(sys.executable).parent / "ray"), "start",
+              f"--node-ip-address={ip}", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}",
+              "--object-store-memory=80000000", "--include-log-monitor=false",
+              "--disable-usage-stats", f"--dashboard-agent-listen-port={_free_port()}"]
+      if head:
+        argv += ["--head", f"--port={self.port}", "--include-dashboard=false",
+                 f"--dashboard-port={_free_port()}", f"--ray-client-server-port={_free_port()}"]
+      else:
+        argv += [f"--address={self.address}"]
+      log = pathlib.Path(self.tmp) / f"start_{ip}_{len(self.logs)}.log"
+      self.logs.append(log)
+      with open(log, "w") as out:  # a file, not a pipe: Ray's daemons inherit it
+        starts.append((log, subprocess.Popen(argv, env=self.env, stdout=out,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)))
+    try:
+      for log, proc in starts:
+        assert proc.wait(timeout=START_TIMEOUT_S) == 0, log.read_text()[-3000:]
+    finally:
+      for _, proc in starts:
+        if proc.poll() is None:
+          proc.kill()
 
   def processes(self):
     """This cluster's processes: command line naming its temp dir or GCS address, and their
@@ -158,8 +167,7 @@ def _cluster(jax_cache, worker_cpus=1):
   _require_ray()
   cluster = LocalCluster(jax_cache)
   try:
-    cluster.start_node(HEAD_IP, head=True)
-    cluster.start_node(WORKER_IP, num_cpus=worker_cpus)
+    cluster.start_nodes((HEAD_IP, True, 1), (WORKER_IP, False, worker_cpus))
   except BaseException:
     cluster.stop()
     raise
@@ -192,6 +200,18 @@ def _launcher(cluster, args, out: pathlib.Path, script=None, wait=True):
   finally:
     if proc.poll() is None:
       proc.kill()
+
+
+def _process_with_arg(parent, arg):
+  """The descendant of `parent` with `arg` on its command line."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  for p in parent.children(recursive=True):
+    try:
+      if arg in p.cmdline():
+        return p
+    except psutil.Error:  # gone meanwhile
+      pass
+  raise AssertionError(f"no process with {arg} under {parent}")
 
 
 def _record(workdir) -> dict:
@@ -265,12 +285,13 @@ def test_debug_lm_sweep_runs_on_both_nodes_and_collects(debug_lm_on_ray, tmp_pat
 
 
 # ----------------------------------------------------------------------------- a lost node
-# Two identical long runs (twins "a" and "b"): one per node. The worker node's raylet is
-# killed once its run has saved a checkpoint; the other twin is the uninterrupted reference.
+# Two identical long runs (twins "a" and "b"): one per node. Once the worker node's run has
+# saved a checkpoint, its trainer is frozen (SIGSTOP: it cannot finish meanwhile) and the node's
+# raylet killed (SIGKILL); the other twin is the uninterrupted reference.
 _TWINS = r"""
 import sys
 from experiments import launch, sweeps
-over = (("train.num_steps", 600), ("train.checkpoint_every", 50), ("train.log_every", 50))
+over = (("train.num_steps", 1000), ("train.checkpoint_every", 25), ("train.log_every", 50))
 sweeps.SWEEPS["twins"] = sweeps.Sweep(
     "twins", "two identical debug runs", tuple(
         sweeps.Run("configs/char_transformer_xl.py", "r,debug,match=none,path={text}", over,
@@ -284,13 +305,14 @@ sys.exit(launch.main(sys.argv[1:]))
 def test_a_run_on_a_killed_node_resumes_elsewhere_and_ends_like_its_twin(
     cluster, text_file, tmp_path):
   root = tmp_path / "runs"
+  raylet = cluster.raylet(WORKER_IP)
   proc = _launcher(cluster, ["--sweep=twins", f"--root={root}", f"--data=text={text_file}",
                              "--max_retries=2"], tmp_path / "out.txt", script=_TWINS, wait=False)
   out = tmp_path / "out.txt"
   try:
     deadline = time.monotonic() + LAUNCH_TIMEOUT_S
-    victim = None
-    while victim is None:  # which twin runs on the worker node, and has it saved a step?
+    victim = trainer = None
+    while trainer is None:  # the twin on the worker node, once it has saved a step
       assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-5000:]
       for name in ("r_match-none_a", "r_match-none_b"):
         wd = root / name
@@ -298,9 +320,12 @@ def test_a_run_on_a_killed_node_resumes_elsewhere_and_ends_like_its_twin(
           assert _record(wd)["status"] == "running", "it ended before it could be killed"
           if launch.latest_checkpoint_step(wd) > 0:
             victim = name
+            trainer = _process_with_arg(raylet, f"--workdir={wd}")
       time.sleep(0.05)
+    # Freeze the trainer (a hung node), so that it is surely mid-way, then kill the node.
+    trainer.send_signal(signal.SIGSTOP)
     killed_after = launch.latest_checkpoint_step(root / victim)
-    cluster.raylet(WORKER_IP).send_signal(signal.SIGKILL)
+    raylet.send_signal(signal.SIGKILL)
     rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
   finally:
     if proc.poll() is None:
@@ -314,9 +339,9 @@ def test_a_run_on_a_killed_node_resumes_elsewhere_and_ends_like_its_twin(
   assert first["outcome"] == "lost" and "NodeDied" in first["why"], first
   assert first["hosts"] == [WORKER_IP] and second["hosts"] == [HEAD_IP]
   resumed_at = second["start_step"]
-  assert killed_after <= resumed_at < 600
+  assert killed_after <= resumed_at < 1000
   log = (root / victim / launch.LOG_FILE).read_text()
-  assert f"resuming at step {resumed_at} of 600" in log
+  assert f"resuming at step {resumed_at} of 1000" in log
   assert f"{victim}: lost on {WORKER_IP}" in text and "resubmitted (retry 1 of 2" in text
   assert [a["outcome"] for a in _record(root / twin)["attempts"]] == ["done"]
   # The same numbers as the uninterrupted twin: every logged training step and the evals.
@@ -325,7 +350,7 @@ def test_a_run_on_a_killed_node_resumes_elsewhere_and_ends_like_its_twin(
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]
     assert [r["loss" if split == "train" else "bpc"] for r in ours] == \
         [r["loss" if split == "train" else "bpc"] for r in theirs]
-  assert _metrics(root / victim, "test")[-1]["step"] == 600
+  assert _metrics(root / victim, "test")[-1]["step"] == 1000
 
 
 # ----------------------------------------------------------------------------- 2 processes
