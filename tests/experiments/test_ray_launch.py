@@ -84,10 +84,11 @@ class LocalCluster:
     self.logs = []
 
   def start_nodes(self, *nodes) -> None:
-    """`ray start` for each (ip, head, num_cpus) at once (a worker waits for the head's GCS)."""
+    """`ray start` for each (ip, head, num_cpus, argv prefix) at once (a worker waits for the
+    head's GCS)."""
     starts = []
-    for ip, head, num_cpus in nodes:
-      argv = [str(pathlib.Path(sys.executable).parent / "ray"), "start",
+    for ip, head, num_cpus, prefix in nodes:
+      argv = list(prefix) + [str(pathlib.Path(sys.executable).parent / "ray"), "start",
               f"--node-ip-address={ip}", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}",
               "--object-store-memory=80000000", "--include-log-monitor=false",
               "--disable-usage-stats", f"--dashboard-agent-listen-port={_free_port()}"]
@@ -163,11 +164,11 @@ def text_file(tmp_path_factory):
   return path
 
 
-def _cluster(jax_cache, worker_cpus=1):
+def _cluster(jax_cache, worker_prefix=()):
   _require_ray()
   cluster = LocalCluster(jax_cache)
   try:
-    cluster.start_nodes((HEAD_IP, True, 1), (WORKER_IP, False, worker_cpus))
+    cluster.start_nodes((HEAD_IP, True, 1, ()), (WORKER_IP, False, 1, worker_prefix))
   except BaseException:
     cluster.stop()
     raise
@@ -439,6 +440,36 @@ def test_a_bad_override_fails_once_and_a_preempted_run_is_resubmitted(
           for a in record["attempts"]] == [("preempted", [0], 0, 10), ("done", [0], 10, 20)]
   assert "resuming at step 10 of 20" in (root / D32 / launch.LOG_FILE).read_text()
   assert "a preemption after progress uses no retry" in text
+
+
+# ----------------------------------------------------------------------------- storage
+@pytest.mark.slow  # starts a Ray cluster
+def test_the_launcher_stops_if_a_node_does_not_see_root_or_the_repository(
+    jax_cache, text_file, tmp_path):
+  if subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30).returncode:
+    pytest.skip("needs `unshare -m` (root) to give a node its own view of --root")
+  root = tmp_path / "runs"
+  root.mkdir()
+  # The worker node (its raylet, workers and their tasks) sees an empty tmpfs at --root: as a
+  # node without the shared file system would.
+  hide = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(root)]
+  cluster = _cluster(jax_cache, worker_prefix=hide)
+  try:
+    args = ["--sweep=debug_lm", f"--root={root}", f"--data=text={text_file}", f"--only=^{D32}$"]
+    assert _launcher(cluster, args, tmp_path / "out.txt") == 2
+    err = (tmp_path / "out.txt").read_text()
+    assert "must be a folder every node of the cluster sees and can write" in err, err
+    assert f"node {WORKER_IP} " in err and "cannot read the launcher's probe file" in err
+    assert f"node {HEAD_IP}" not in err
+    assert not (root / D32).exists() and list(root.iterdir()) == []  # nothing ran, no probe left
+    # No repository where --repo says: every node fails to load the launcher's code.
+    assert _launcher(cluster, args + [f"--repo={tmp_path / 'nowhere'}"],
+                     tmp_path / "out2.txt") == 2
+    err = (tmp_path / "out2.txt").read_text()
+    assert f"every node needs the repository at {tmp_path / 'nowhere'}" in err, err
+    assert f"node {HEAD_IP}" in err and f"node {WORKER_IP}" in err
+  finally:
+    cluster.stop()
 
 
 # ----------------------------------------------------------------------------- no cluster
