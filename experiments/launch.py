@@ -256,9 +256,9 @@ def main(argv=None) -> int:
   ray_flags.add_argument("--backend", choices=("local", "ray"), default="local",
                          help="local: one run after another here (default); ray: Ray tasks")
   ray_flags.add_argument("--address", default=None,
-                         help="the cluster: auto (one started on this machine), HOST:PORT of "
-                         "its head, or ray://HOST:10001; default $RAY_ADDRESS, else a running "
-                         "local cluster, else a new one on this machine")
+                         help="the cluster: auto (the one this machine is a node of) or "
+                         "HOST:PORT of its head; default $RAY_ADDRESS, else a cluster running "
+                         "here, else a new one-machine cluster")
   ray_flags.add_argument("--resources_per_run", default=None, metavar="NAME=N,...",
                          help="what one process of a run needs, e.g. GPU=8,CPU=32 or TPU=4 "
                          "(default CPU=1)")

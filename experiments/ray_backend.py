@@ -62,7 +62,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from experiments import launch as launch_lib
 from experiments import sweeps as sweeps_lib

@@ -63,7 +63,7 @@ def _require_ray():
   """Ray, for the tests that start clusters: skipped without the cluster extra, except in CI
   (which installs it: a missing Ray fails there)."""
   if os.environ.get("CI"):
-    import ray  # pylint: disable=g-import-not-at-top,unused-import
+    import ray  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   else:
     pytest.importorskip("ray", reason="the Ray backend tests need pip install -e .[cluster]")
 
@@ -523,6 +523,24 @@ def test_status_is_read_from_the_workdirs_without_a_cluster(capsys, tmp_path):
   assert f"running     {tmp_path / names[1]}  (on 10.0.0.7, 10.0.0.8)" in out
   assert f"failed      {tmp_path / names[2]}  (exit 1)" in out
   assert f"not started {tmp_path / names[3]}" in out
+
+
+def test_a_run_reached_its_last_step_by_its_evals_or_its_checkpoints(tmp_path):
+  """How both backends tell a finished trainer from a preempted one (both exit 0)."""
+  wd = tmp_path / "run"
+  assert not launch.reached_last_step(wd) and launch.latest_checkpoint_step(wd) == 0
+  wd.mkdir()
+  (wd / "config.json").write_text(json.dumps({"train": {"num_steps": 20}}))
+  for name in ("10", "15.orbax-checkpoint-tmp-3"):  # a save in flight is not a step
+    (wd / "checkpoints" / name).mkdir(parents=True)
+  assert launch.latest_checkpoint_step(wd) == 10 and not launch.reached_last_step(wd)
+  (wd / "checkpoints" / "20").mkdir()  # --mode=train: no evals, a checkpoint at the last step
+  assert launch.reached_last_step(wd)
+  other = tmp_path / "evaluated"
+  other.mkdir()
+  (other / "config.json").write_text(json.dumps({"train": {"num_steps": 20}}))
+  (other / "metrics.jsonl").write_text(json.dumps({"split": "test", "step": 20}) + "\n")
+  assert launch.reached_last_step(other)
 
 
 def test_nothing_in_the_library_imports_ray():
