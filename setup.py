@@ -33,7 +33,10 @@ setuptools.setup(
             # dataset_builder.py) but does not declare it: without it every TFDS builder fails.
             "importlib_resources>=5",
         ],
-        # Only needed to run the test suite.
+        # Sweeps on a Ray cluster (python -m experiments.launch --backend=ray); only experiments/
+        # imports it. The test command installs it too (scripts/run_tests.sh: test,cluster).
+        "cluster": ["ray>=2.60"],
+        # Only needed to run the test suite (with "cluster" for the Ray backend's tests).
         "test": [
             "pytest>=7",
             "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",

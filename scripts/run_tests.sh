@@ -3,6 +3,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/setup_env.sh test
+# test: pytest and the image pipelines; cluster: Ray, for the Ray backend's tests.
+bash scripts/setup_env.sh test,cluster
 . .venv/bin/activate
 python -m pytest -q "$@"

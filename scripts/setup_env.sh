@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs algebranets with the tested versions.
-# Usage: source scripts/setup_env.sh [extras]   (e.g. "test")
+# Usage: source scripts/setup_env.sh [extras]   (e.g. "test", "test,cluster", "cluster")
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${1:-}"
