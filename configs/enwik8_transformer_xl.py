@@ -25,7 +25,7 @@ from algebranets.training import config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, match_kinds=("none", "params", "macs", "width"))
+  args = config_lib.parse_arg(arg, match_kinds=config_lib.LM_MATCH_KINDS)
   model = dict(transformer_xl.PRESETS["enwik8_base"], name="transformer_xl")
   c = config_lib.base_config(
       experiment="enwik8_transformer_xl", args=args,
