@@ -199,10 +199,10 @@ class LayerChoices:
     window, strides = (1, 3, 3, 1, 1), (1, 2, 2, 1, 1)
     if self.padding == "same":
       return hk.max_pool(x, window_shape=window, strides=strides, padding="SAME")
-    # torchvision's MaxPool2d(3, 2, padding=1): one -inf row/column on each side.
+    # torchvision's MaxPool2d(3, 2, padding=1): one -inf row/column on each side. (A Python
+    # -inf, as hk.max_pool passes: JAX then lowers to its differentiable max-pool primitive.)
     pads = ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0))
-    return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, window, strides,
-                                 pads)
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pads)
 
   def bn(self, name, zero_scale=False):
     """nn.BatchNorm with the model's bn_config (scale initialised to 0 if asked)."""
