@@ -470,3 +470,15 @@ def test_transformer_xl_all_macs_agree_with_xla_cost_analysis():
                         tokens) / 2
   assert 1.0 <= xla_macs / report.all_macs < 1.03
   assert xla_macs / report.macs > 1.2
+
+
+def test_cli_reports_all_macs_of_the_enwik8_preset(capsys):
+  # The published enwik8 base model (12 layers, d_model 512, 8 heads of 64, d_inner 2048,
+  # 256 bytes, mem_len 512) on a 64-token segment, counted by hand.
+  costs.main(["--model", "enwik8_base", "--algebras", "r", "--seq_len", "64", "--json"])
+  [row] = json.loads(capsys.readouterr().out)["rows"]
+  n_layers, t, k, c, hch, f, v = 12, 64, 64 + 512, 512, 512, 2048, 256
+  weights = n_layers * (t * c * hch + k * c * 2 * hch + k * c * hch + t * hch * c + 2 * t * c * f)
+  other = n_layers * 3 * t * k * hch + t * v * c
+  assert (row["macs"], row["all_macs"]) == (weights, weights + other)
+  assert row["params"] == 41_082_112
