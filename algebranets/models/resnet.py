@@ -69,9 +69,9 @@ exactly the real network, 25,557,032 parameters for ResNet-50):
   in float32 whatever the compute dtype: under bfloat16 mixed precision the
   features are cast up before the mean and the head's parameters as they are
   read (`hk.custom_getter`; a bfloat16 value converts exactly), so the pool
-  sums in float32 and every product and sum of the head -- the weight-side
-  sums of the Gauss path included -- is float32 -- the logits are computed,
-  not merely cast, in float32. Float32 models are unchanged.
+  sums in float32 and every product and sum of the head (the weight-side
+  sums of the Gauss path included) is done in float32: the logits are
+  computed, not merely cast, in float32. Float32 models are unchanged.
 """
 
 from __future__ import annotations
