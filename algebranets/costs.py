@@ -1,5 +1,20 @@
 """Real parameter and multiply-accumulate (MAC) counts, per layer and per model.
 
+Two counts of the forward pass, both in MACs (flops = 2 × MACs):
+  * `macs` (weight-layer MACs): the calls of the recorded weight layers
+    (algebranets.nn.Linear / Conv2D / Embed and Haiku's own Linear / ConvND /
+    DepthwiseConvND / Embed), from formulas. This is the paper's "MACs".
+  * `all_macs` (every multiply-add): `macs` plus `other_macs`, the
+    contractions outside those layers, read from the traced program: every
+    dot_general and convolution of the model's jaxpr that does not run
+    inside a recorded weight layer, counted as the real multiply-adds it does
+    (output elements × contraction size). In Transformer-XL these are the
+    attention scores (q·k and the relative-position term, per query over all
+    M + T keys), the attention-weighted values and the output logits against
+    the embedding table(s); in image models there are none (global pooling
+    and max pooling are reductions, not multiply-adds) except the covariances
+    and D×D products of whitening batch norm. `match="flops"` matches it.
+
 What is counted:
   * Parameters are real numbers: an algebra element of dimension D is D
     parameters. Biases are parameters.
@@ -16,22 +31,38 @@ What is counted:
     "expanded" path, D² MACs per product). The few extra additions of such
     tricks (Gauss: weight-side sums once per weight, input-side sums once per
     input, one combination per output) are not MACs and are not counted.
-  * Not counted as MACs: bias adds, normalisations, activations, pooling,
-    residual adds, embedding lookups, products between two activations
-    (e.g. attention scores), and products with parameters done outside a
-    weight layer (e.g. tied output logits `x @ embed.embeddings.T`) -- only
-    the calls of recorded weight layers.
+  * Not MACs in either count: bias adds, normalisation statistics and scales,
+    activations, softmax, pooling, residual adds, embedding lookups: the
+    element-wise and reduction work, O(activations) next to the contractions'
+    O(activations × width). Products between two activations are not
+    weight-layer MACs but are in `other_macs`: in this library's attention
+    they are real dot products over the Ch·D components of a head (the
+    algebra is not used there, see models/transformer_xl), so they cost one
+    MAC per real component pair. A product with parameters outside a weight
+    layer call (tied output logits `x @ embed.embeddings.T`, the adaptive
+    softmax's tied projections) is in `other_macs` too, at the MACs of the op
+    path that computes it.
+  * Control flow in `other_macs`: a `lax.cond` counts its cheapest branch
+    (the branches in this library are a fast path and an exact fallback, e.g.
+    the adaptive softmax's gathered tail clusters and their every-position
+    fallback when a batch overflows the gather; the count is of the path a
+    step normally takes); a `lax.scan` counts its body `length` times; a
+    `while_loop` counts its body once (its trip count is not static).
   * Convolutions count every kernel tap at every output position, including
-    taps that fall on "SAME" zero padding (the usual convention, and the one
-    behind the published 4.1 G MACs of ResNet-50). XLA's own cost analysis
-    skips padded taps, so it reports fewer flops for "SAME" convolutions.
+    taps that fall on zero padding ("SAME" or explicit, e.g. the symmetric
+    padding of the ResNets), the usual convention and the one behind the
+    published 4.1 G MACs of ResNet-50: the count depends on the output size
+    only, so "SAME" and symmetric padding (same output size) cost the same.
+    XLA's own cost analysis skips padded taps, so it reports fewer flops for
+    padded convolutions.
 
 Use:
   dense_macs / conv_macs / dense_params / conv_params / embed_params: pure
       formulas from layer sizes.
   model_costs(fn, *args, **kwargs): the per-layer account of a whole Haiku
-      model, found by running `fn` abstractly (`jax.eval_shape`, no compute)
+      model, found by tracing `fn` abstractly (`jax.make_jaxpr`, no compute)
       under `hk.intercept_methods`; the model needs no cost code of its own.
+  jaxpr_macs(closed_jaxpr): the real MACs of every contraction of a program.
   format_table(report): the report as a markdown table.
   python -m algebranets.costs --c_in=64 --c_out=64: one dense and one conv
       layer for every registered algebra.
@@ -56,7 +87,7 @@ from algebranets import nn as ann
 __all__ = [
     "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params",
     "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
-    "block_costs", "model_report", "main",
+    "block_costs", "model_report", "main", "jaxpr_macs",
 ]
 
 AlgebraLike = Union[str, algebras.Algebra]
@@ -204,7 +235,10 @@ class ModelCost:
       {module name: size}.
     state_size: real numbers in the Haiku state (e.g. batch-norm statistics);
       not parameters, reported for completeness.
-    macs, fast_macs: summed over all layer calls.
+    macs, fast_macs: weight-layer MACs, summed over all layer calls.
+    other_macs: real MACs of the contractions outside the weight layers
+      (attention scores and values, logits against embedding tables, ...; see
+      the module docstring).
   """
 
   layers: tuple[LayerCost, ...]
@@ -214,6 +248,17 @@ class ModelCost:
   state_size: int
   macs: int
   fast_macs: int
+  other_macs: int = 0
+
+  @property
+  def all_macs(self) -> int:
+    """Every multiply-add of the forward pass: weight layers + other contractions."""
+    return self.macs + self.other_macs
+
+  @property
+  def all_fast_macs(self) -> int:
+    """`all_macs` with the weight layers' fast-product count."""
+    return self.fast_macs + self.other_macs
 
   @property
   def params_consistent(self) -> bool:
@@ -223,6 +268,8 @@ class ModelCost:
   def to_dict(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
     out["params_consistent"] = self.params_consistent
+    out["all_macs"] = self.all_macs
+    out["all_fast_macs"] = self.all_fast_macs
     return out
 
 
@@ -328,14 +375,84 @@ def _is_array(leaf) -> bool:
   return isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
 
 
+# The name scope wrapped around every recorded weight-layer call: contractions traced inside it
+# are covered by the layer's formula and left out of `other_macs`.
+_LAYER_SCOPE = "algebranets_costs_weight_layer"
+
+
+def _contraction_macs(eqn) -> int:
+  """Real MACs of one dot_general / convolution equation (0 for any other primitive)."""
+  name = eqn.primitive.name
+  if name == "dot_general":
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
+    lhs, rhs = (tuple(v.aval.shape) for v in eqn.invars[:2])
+    lhs_free = [d for i, d in enumerate(lhs) if i not in lhs_contract and i not in lhs_batch]
+    rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
+    return (math.prod(lhs[i] for i in lhs_batch) * math.prod(lhs[i] for i in lhs_contract)
+            * math.prod(lhs_free) * math.prod(rhs_free))
+  if name == "conv_general_dilated":
+    # Every output element sums taps × (input features per group) products, padded taps
+    # included (the module docstring's convention).
+    rhs_spec = eqn.params["dimension_numbers"].rhs_spec   # (out feature, in feature, spatial...)
+    rhs = tuple(eqn.invars[1].aval.shape)
+    out = tuple(eqn.outvars[0].aval.shape)
+    return math.prod(out) * math.prod(rhs[i] for i in rhs_spec[2:]) * rhs[rhs_spec[1]]
+  return 0
+
+
+def _sub_jaxprs(value):
+  """The jaxprs held by one equation parameter (a jaxpr, a closed jaxpr or a tuple of them)."""
+  if hasattr(value, "eqns"):
+    return [value]
+  if hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+    return [value.jaxpr]
+  if isinstance(value, (tuple, list)):
+    return [j for v in value for j in _sub_jaxprs(v)]
+  return []
+
+
+def _walk_macs(jaxpr, skip_scope: Optional[str]) -> int:
+  total = 0
+  for eqn in jaxpr.eqns:
+    if skip_scope and skip_scope in str(eqn.source_info.name_stack):
+      continue
+    total += _contraction_macs(eqn)
+    name = eqn.primitive.name
+    if name == "cond":
+      branches = _sub_jaxprs(eqn.params["branches"])
+      total += min(_walk_macs(b, skip_scope) for b in branches)
+      continue
+    inner = sum(_walk_macs(j, skip_scope) for v in eqn.params.values() for j in _sub_jaxprs(v))
+    total += inner * int(eqn.params["length"]) if name == "scan" else inner
+  return total
+
+
+def jaxpr_macs(closed_jaxpr, skip_scope: Optional[str] = None) -> int:
+  """Real multiply-adds of every dot_general and convolution of a traced program.
+
+  Args:
+    closed_jaxpr: e.g. `jax.make_jaxpr(f)(*args)`.
+    skip_scope: leave out equations traced inside a `jax.named_scope` of this
+      name (and everything nested in them).
+
+  Returns:
+    The MACs, with `lax.cond` at its cheapest branch, `lax.scan` times its
+    length and `while_loop` bodies once (see the module docstring).
+  """
+  jaxpr = closed_jaxpr.jaxpr if hasattr(closed_jaxpr, "jaxpr") else closed_jaxpr
+  return int(_walk_macs(jaxpr, skip_scope))
+
+
 def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
   """Per-layer parameters and MACs of the Haiku model built by `fn`.
 
   `fn` is what one would pass to `hk.transform_with_state`. It is initialised
-  and applied to `*args, **kwargs` abstractly with `jax.eval_shape` (shapes
-  only, no compute: a ResNet-50 takes seconds), while `hk.intercept_methods`
-  records every call of algebranets.nn.Linear / Conv2D / Embed and of Haiku's
-  own Linear / ConvND / DepthwiseConvND / Embed (the real algebra "r").
+  (`jax.eval_shape`) and applied (`jax.make_jaxpr`) to `*args, **kwargs`
+  abstractly (shapes only, no compute: a ResNet-50 takes seconds), while
+  `hk.intercept_methods` records every call of algebranets.nn.Linear / Conv2D
+  / Embed and of Haiku's own Linear / ConvND / DepthwiseConvND / Embed (the
+  real algebra "r") and wraps it in a name scope; the contractions of the
+  traced program outside those scopes are `other_macs` (`jaxpr_macs`).
 
   A layer applied twice is counted twice in MACs and once in parameters. A
   recorded layer called from inside another recorded layer is not counted
@@ -343,7 +460,8 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
   module (say an hk.Linear inside a Lift) is counted. Known limits: layers
   inside `hk.vmap` / `hk.scan` / `hk.layer_stack` are seen once, with the
   shapes of one iteration (the parameter check then fails, as it should);
-  transposed convolutions and products between activations add no MACs.
+  transposed convolutions add no weight-layer MACs. Products between
+  activations are in `other_macs`, not in `macs`.
 
   Args:
     fn: the un-transformed model function.
@@ -373,7 +491,8 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
     x = _first_array(f_args, f_kwargs)
     depth[0] += 1
     try:
-      out = next_f(*f_args, **f_kwargs)
+      with jax.named_scope(_LAYER_SCOPE):
+        out = next_f(*f_args, **f_kwargs)
     finally:
       depth[0] -= 1
     y = out[0] if isinstance(out, (tuple, list)) else out
@@ -389,7 +508,8 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
   init = hk.transform_with_state(call_fn).init
   params, state = jax.eval_shape(init, rng, *arrays)
   apply = hk.transform_with_state(recorded_fn).apply
-  jax.eval_shape(apply, params, state, rng, *arrays)
+  program = jax.make_jaxpr(apply)(params, state, rng, *arrays)
+  other_macs = jaxpr_macs(program, skip_scope=_LAYER_SCOPE)
 
   layers, calls = [], {}
   for module, method, x, y, handler in records:
@@ -412,7 +532,7 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
       layers=tuple(layers), total_params=total,
       layer_params=sum(l.params for l in layers), other_params=other,
       state_size=state_size, macs=sum(l.macs for l in layers),
-      fast_macs=sum(l.fast_macs for l in layers))
+      fast_macs=sum(l.fast_macs for l in layers), other_macs=other_macs)
 
 
 # ------------------------------------------------------------------- tables
@@ -445,14 +565,19 @@ def format_table(report: ModelCost) -> str:
                  params, f"{l.macs:,}", f"{l.fast_macs:,}"])
   for name, size in report.other_params.items():
     rows.append([name, "other", "", "", "", f"{size:,}", "", ""])
-  rows.append(["total", "", "", "", "", f"{report.total_params:,}", f"{report.macs:,}",
-               f"{report.fast_macs:,}"])
+  if report.other_macs:
+    rows.append(["(contractions outside weight layers)", "other", "", "", "", "",
+                 f"{report.other_macs:,}", f"{report.other_macs:,}"])
+  rows.append(["total", "", "", "", "", f"{report.total_params:,}", f"{report.all_macs:,}",
+               f"{report.all_fast_macs:,}"])
   table = _markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
                      "fast MACs"], rows)
   check = "ok" if report.params_consistent else "MISMATCH"
   return (f"{table}\n\nparameter check (weight layers {report.layer_params:,} + other "
           f"{sum(report.other_params.values()):,} == leaves {report.total_params:,}): {check}; "
-          f"state: {report.state_size:,} numbers.")
+          f"state: {report.state_size:,} numbers.\nMACs: weight layers {report.macs:,} + "
+          f"other contractions {report.other_macs:,} = all {report.all_macs:,} "
+          f"(flops = 2 × MACs).")
 
 
 # ---------------------------------------------------------------------- CLI
@@ -505,8 +630,13 @@ def block_costs(report: ModelCost, depth: int = 2) -> list[dict[str, Any]]:
 
 def model_report(model: str, algebra, match: str = "none", image_size: Optional[int] = None,
                  seq_len: Optional[int] = None) -> tuple[ModelCost, str]:
-  """Cost of a registered model in `algebra`; with `match`, at the size that
-  matches the real model's params or MACs. Returns (report, size description).
+  """Cost of a registered model in `algebra`; with `match` ("params", "macs" or
+  "flops"), at the size that matches the real model's real parameters,
+  weight-layer MACs or all MACs. Returns (report, size description).
+
+  Image models: one image, inference forward. Transformer-XL presets: one
+  training segment of `seq_len` tokens (default mem_len) with a full memory
+  and the training loss (targets given), see `transformer_xl.model_costs`.
   """
   from algebranets import models  # models import costs: import lazily
   from algebranets.models import transformer_xl as txl
@@ -542,8 +672,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                            "mobilenet_v1) or a Transformer-XL preset (enwik8_base, wt103_base)")
   parser.add_argument("--algebras", default=",".join(algebras.names()),
                       help="comma-separated algebras (default: all registered)")
-  parser.add_argument("--match", default="none", choices=("none", "params", "macs"),
-                      help="size each algebra's model to match the real one")
+  parser.add_argument("--match", default="none", choices=("none", "params", "macs", "flops"),
+                      help="size each algebra's model to match the real one (flops: all "
+                           "multiply-adds, weight layers and other contractions)")
   parser.add_argument("--image_size", type=int, default=None)
   parser.add_argument("--seq_len", type=int, default=None, help="Transformer-XL segment length")
   parser.add_argument("--per_block", action="store_true", help="also print per-block costs")
@@ -566,14 +697,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       report, size = model_report(flags.model, name, flags.match, flags.image_size, flags.seq_len)
       rows.append({"algebra": algebras.get(name).name, "size": size,
                    "params": report.total_params, "macs": report.macs,
-                   "fast_macs": report.fast_macs})
+                   "all_macs": report.all_macs, "fast_macs": report.fast_macs})
       blocks[rows[-1]["algebra"]] = block_costs(report)
     if flags.json:
       print(json.dumps({"model": flags.model, "match": flags.match, "rows": rows,
                         "blocks": blocks if flags.per_block else None}, indent=1))
       return
-    print(f"{flags.model}, match={flags.match} (MACs per image, or per segment of "
-          f"seq_len tokens for Transformer-XL; naive products; see algebranets.costs)\n")
+    print(f"{flags.model}, match={flags.match} (per image, or per training segment of "
+          f"seq_len tokens for Transformer-XL; macs: weight layers, naive products; all_macs: "
+          f"every multiply-add of the forward pass, flops = 2 × all_macs; see "
+          f"algebranets.costs)\n")
     keys = list(rows[0])
     fmt = lambda v: f"{v:,}" if isinstance(v, int) else v
     print(_markdown(keys, [[fmt(r[k]) for k in keys] for r in rows]))

@@ -220,9 +220,14 @@ def _dense_reference(x, w, cout, alg, precision):
 
 
 def _signed_sum(w, terms):
-  """Σ coef · w[..., a] over (a, coef) in terms, skipping multiplications by 1."""
+  """Σ coef · w[..., a] over (a, coef) in terms, skipping multiplications by 1.
+
+  A coefficient is a Python float (weakly typed), so w keeps its dtype: a numpy float64
+  scalar would promote bfloat16 weights -- and with them the whole layer -- to float32.
+  """
   out = None
   for a, coef in terms:
+    coef = float(coef)
     part = w[..., a] if coef == 1 else (-w[..., a] if coef == -1 else w[..., a] * coef)
     out = part if out is None else out + part
   return out

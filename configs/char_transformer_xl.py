@@ -31,7 +31,7 @@ MISSING_PATH = "<give path=FILE or --config.data.path=FILE>"
 
 def get_config(arg="r"):
   args = config_lib.parse_arg(arg, keys={"steps": int, "path": str},
-                              match_kinds=("none", "params", "macs", "width"),
+                              match_kinds=config_lib.LM_MATCH_KINDS,
                               defaults={"match": "params", "steps": DEFAULT_STEPS, "path": ""})
   c = config_lib.base_config(
       experiment="char_transformer_xl", args=args,

@@ -3,17 +3,21 @@ r"""CIFAR-10 ResNets (He et al. 2016, Sec. 4.2) in any algebra.
   python -m algebranets.train --config=configs/cifar10_resnet.py:m2r,depth=56,match=params \
       --workdir=/tmp/cifar_m2r
 
-Argument: <algebra>[,debug][,depth=20|32|44|56|110 (any 6n+2)][,match=none|params|macs]
+Argument: <algebra>[,debug][,depth=20|32|44|56|110 (any 6n+2)][,match=none|params|macs|flops]
 [,width=W][,folder=PATH][,preset=full|small][,steps=N][,train_examples=N][,eval_examples=N]
 [,bn=component|whitening][,init=NAME]. Data: TFDS cifar10 (downloaded on first use where a
 network is available), or folder=PATH, an image folder PATH/{train,test}/<label>/*.jpg|png
 (e.g. the project's shared/data/cifar10).
 
 Recipe (preset=full, the paper's): depth 6n+2 with 16/32/64 channels, option-A (zero-padding)
-shortcuts, SGD momentum 0.9, batch 128, lr 0.1 divided by 10 at 32k and 48k of 64k steps
-(fractions 0.5 and 0.75), weight decay 1e-4 on conv and fc weights (selected by name), standard
-augmentation: pad 4, random 32x32 crop, random flip; eval on the 10,000 test images as they are.
-Reference results (real): ResNet-20 8.75%, ResNet-56 6.97% test error.
+shortcuts, 3x3 convs padded 1 on each side (model.padding="symmetric", as the paper's Torch/Caffe
+models: the stride-2 convs then sample the grid the option-A shortcut x[::2, ::2] subsamples;
+TensorFlow's "SAME" would pad them (0, 1), one pixel off), SGD momentum 0.9, batch 128, lr 0.1
+divided by 10 at 32k and 48k of 64k steps (fractions 0.5 and 0.75), weight decay 1e-4 on conv and
+fc weights (selected by name), standard augmentation: pad 4, random 32x32 crop, random flip; eval
+on the 10,000 test images as they are. Reference results (real): ResNet-20 8.75%, ResNet-56
+6.97% test error. For ResNets match=flops and match=macs are the same size (every multiply-add is
+in a weight layer).
 
 preset=small: what fits a few minutes of two CPU cores (experiments/sweeps.py "cifar10_small"):
 ResNet-20 at width 0.5 (the real reference has ~68k parameters), batch 32, `steps` steps (default
@@ -21,7 +25,9 @@ SMALL_STEPS) of SGD with lr 0.05, a short linear warm-up and cosine decay, on a 
 subset of the training images (train_examples, default SMALL_TRAIN_EXAMPLES; image folders only)
 and evaluated once at the end on a class-balanced subset of the test images (eval_examples,
 default SMALL_EVAL_EXAMPLES). Matched widths may miss the reference by up to 10%
-(match_tolerance 0.1): one channel of a 4-channel M4(R) stage is worth more than 2%.
+(match_tolerance 0.1): one channel of a 4-channel M4(R) stage is worth more than 2%. It keeps
+TensorFlow's "SAME" padding (model.padding="same"), the setting its recorded results in
+docs/results/cifar10 were measured with; --config.model.padding=symmetric switches.
 
 Variants (the paper's C and H ablations): bn=whitening uses the D x D whitening batch norm of
 Trabelsi et al. instead of per-component normalisation; init=polar draws conv weights with the
@@ -58,7 +64,7 @@ def get_config(arg=None):
       args, tfds_name="cifar10", tfds_eval_split="test", image_size=32, recipe="cifar",
       mean=images.CIFAR10_MEAN, std=images.CIFAR10_STD)
   model = dict(name=f"cifar_resnet{args['depth']}", width=args.get("width", 0.5 if small else 1.0),
-               shortcut="pad")
+               shortcut="pad", padding="same" if small else "symmetric")
   if _choice(args["bn"], BATCH_NORMS, "bn") == "whitening":
     model["bn_config"] = {"whitening": True}
   if "init" in args:

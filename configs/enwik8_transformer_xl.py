@@ -49,7 +49,7 @@ from algebranets.training import config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, match_kinds=("none", "params", "macs", "width"))
+  args = config_lib.parse_arg(arg, match_kinds=config_lib.LM_MATCH_KINDS)
   model = dict(transformer_xl.PRESETS["enwik8_base"], name="transformer_xl", init="reference",
                init_std=0.02, proj_init_std=0.01)
   c = config_lib.base_config(

@@ -19,7 +19,7 @@ from algebranets.training import config_lib
 
 def get_config(arg="r"):
   args = config_lib.parse_arg(arg, keys={"steps": int},
-                              match_kinds=("none", "params", "macs", "width"),
+                              match_kinds=config_lib.LM_MATCH_KINDS,
                               defaults={"match": "params", "steps": 1000})
   c = config_lib.base_config(
       experiment="quickstart", args=args,

@@ -4,19 +4,28 @@ r"""Collects a sweep's workdirs into a markdown table, a JSON file and the paper
 
 Every folder under --root with a config.json (or a launch.json) is a run. From it this reads
 config.json (algebra, match, model width or d_model, sparsity target), model.json (real
-parameters and MACs per example or token; for pruned runs the non-zero ones too), metrics.jsonl
+parameters, weight-layer MACs and all MACs per example or token; for pruned runs the non-zero
+ones too), metrics.jsonl
 (the final eval record: the reported metric and the step) and the launcher's launch.json (wall
 time of the run, the metric the sweep reports, git commit, machine, command). Runs without a
 final eval record (still running, failed) are listed below the table, not in it.
 
 Writes to --out:
   results.md             header (date, git commit(s), machine, the commands), then one row per run:
-                         run, algebra, match, variant, width / d_model, params, MACs, sparsity,
-                         metric, steps, wall time
+                         run, algebra, match, variant, width / d_model, params, MACs, all MACs,
+                         sparsity, metric, steps, wall time
   results.json           the same rows, for programs
   metric_vs_params.png   the metric against real parameters (non-zero ones for sparse runs),
-  metric_vs_macs.png     and against multiply-adds per example / token: one series per algebra
-                         (and variant), sparse runs their own series, log-scaled x
+  metric_vs_macs.png     against weight-layer multiply-adds per example / token,
+  metric_vs_all_macs.png and against all multiply-adds per example / token (only when the
+                         workdirs record them): one series per algebra (and variant), sparse
+                         runs their own series, log-scaled x
+
+The two compute columns (algebranets.costs): "MACs" counts the weight layers (the paper's
+multiply-adds, `match=macs`), "all MACs" every multiply-add of the forward pass: also the
+attention scores, attention-weighted values and logits of a Transformer-XL (`match=flops`;
+flops = 2 x MACs). For the image models they are equal. Workdirs written before all MACs were
+recorded show "n/a" there.
 
 Nothing in the outputs is typed by hand: every number comes from the workdirs.
 """
@@ -50,7 +59,8 @@ class Row:
   variant: str
   size: str          # "width 0.354" (image models) or "d_model 48" (Transformer-XL)
   params: int
-  macs: float        # per example (images) or per token (language models)
+  macs: float        # weight-layer MACs per example (images) or per token (language models)
+  all_macs: float    # every multiply-add per example or token (NaN if model.json lacks it)
   sparsity: float    # configured target (0: dense)
   nonzero_params: Optional[int]
   nonzero_macs: Optional[float]
@@ -72,6 +82,11 @@ class Row:
   @property
   def effective_macs(self) -> float:
     return self.nonzero_macs if self.sparsity and self.nonzero_macs else self.macs
+
+  @property
+  def effective_all_macs(self) -> float:
+    """All MACs, less the weight-layer MACs that pruning removed (sparse runs)."""
+    return self.all_macs - self.macs + self.effective_macs
 
 
 def _variant(config: dict) -> str:
@@ -108,9 +123,11 @@ def read_run(workdir: pathlib.Path, metric: Optional[str] = None) -> Tuple[Optio
   size = (f"width {model['width']:.3g}" if "width" in model else
           f"d_model {model.get('d_model')}")
   sparsity = float(config.get("sparsity", {}).get("target", 0.0) or 0.0)
+  nan = float("nan")
   row = Row(run=workdir.name, algebra=config["algebra"], match=config.get("match", "none"),
             variant=_variant(config), size=size, params=int(sizes.get("params", 0)),
-            macs=float(sizes.get(macs_key, float("nan"))) if macs_key else float("nan"),
+            macs=float(sizes.get(macs_key, nan)) if macs_key else nan,
+            all_macs=float(sizes.get(f"all_{macs_key}", nan)) if macs_key else nan,
             sparsity=sparsity, nonzero_params=sizes.get("nonzero_params"),
             nonzero_macs=sizes.get(f"nonzero_{macs_key}") if macs_key else None,
             metric=metric, value=float(last[name]), step=int(last["step"]),
@@ -163,13 +180,15 @@ def table(rows: Sequence[Row]) -> str:
   unit = rows[0].macs_unit if rows else "example"
   metric = rows[0].metric if rows else "metric"
   header = ["run", "algebra", "match", "variant", "width / d_model", "params",
-            f"MACs/{unit}", "sparsity", "non-zero params", metric, "steps", "wall time"]
+            f"MACs/{unit}", f"all MACs/{unit}", "sparsity", "non-zero params", metric, "steps",
+            "wall time"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     nonzero = f"{r.nonzero_params:,}" if r.sparsity and r.nonzero_params else ""
     lines.append("| " + " | ".join([
         f"`{r.run}`", r.algebra, r.match, r.variant or "-", r.size, f"{r.params:,}",
-        f"{r.macs:,.0f}", f"{r.sparsity:.0%}" if r.sparsity else "0", nonzero or "-",
+        f"{r.macs:,.0f}", "n/a" if math.isnan(r.all_macs) else f"{r.all_macs:,.0f}",
+        f"{r.sparsity:.0%}" if r.sparsity else "0", nonzero or "-",
         _fmt_value(r.metric, r.value), f"{r.step:,}", _fmt_wall(r.wall_s)]) + " |")
   return "\n".join(lines)
 
@@ -198,7 +217,8 @@ def header(root, records: Sequence[dict], command: str) -> str:
 
 
 def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathlib.Path]:
-  """metric_vs_params.png and metric_vs_macs.png; returns their paths."""
+  """metric_vs_params.png, metric_vs_macs.png and (if recorded) metric_vs_all_macs.png;
+  returns their paths."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -217,10 +237,13 @@ def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathli
   variants = [v for v in dict.fromkeys(r.variant for r in rows) if v]
   variant_markers = {v: "^v<>Dph*"[i % 8] for i, v in enumerate(variants)}
   paths = []
-  for what, xs, label in (
-      ("params", lambda r: r.effective_params, "real parameters (non-zero for sparse runs)"),
-      ("macs", lambda r: r.effective_macs,
-       f"multiply-adds per {rows[0].macs_unit} (non-zero for sparse runs)")):
+  plots = [("params", lambda r: r.effective_params, "real parameters (non-zero for sparse runs)"),
+           ("macs", lambda r: r.effective_macs,
+            f"weight-layer multiply-adds per {rows[0].macs_unit} (non-zero for sparse runs)")]
+  if not any(math.isnan(r.all_macs) for r in rows):
+    plots.append(("all_macs", lambda r: r.effective_all_macs,
+                  f"all multiply-adds per {rows[0].macs_unit} (non-zero for sparse runs)"))
+  for what, xs, label in plots:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in series.items():
       points = sorted(points, key=xs)
@@ -263,6 +286,10 @@ def write(root, out, *, metric: Optional[str] = None, title: str = "",
   if rows and any(r.sparsity for r in rows):
     text += ["", "Sparse runs: MACs and parameters in the table are those of the dense model; "
              "the plots place sparse runs at their non-zero parameters and MACs."]
+  if rows:
+    text += ["", "MACs: multiply-adds of the weight layers (the paper's count); all MACs: every "
+             "multiply-add of the forward pass, also attention scores and values and the "
+             "logits (algebranets.costs; flops = 2 x MACs)."]
   if skipped:
     text += ["", "Not in the table (unfinished or failed):", ""]
     text += [f"- `{name}`: {why}" for name, why in sorted(skipped.items())]

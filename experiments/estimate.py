@@ -3,14 +3,18 @@ r"""Expected compute of the paper sweeps' runs, from their multiply-adds.
   python -m experiments.sweeps --estimate [--tflops=100] [--sweep=imagenet_resnet50]
 
 For every dense run (sparse runs train the dense weights under a mask: the same compute as the
-dense run of their algebra) this takes the model's weight-layer multiply-adds per example (images)
-or per token (Transformer-XL: one training segment with a full memory, divided by its length;
-attention scores and logits are not weight-layer MACs, see algebranets.costs) at the size its
-`match` gives, and the examples or tokens of the config's recipe, and reports
+dense run of their algebra) this takes ALL the model's multiply-adds per example (images) or per
+token (Transformer-XL: one training segment with a full memory and the training loss, divided by
+its length), `costs.ModelCost.all_macs`: the weight layers and also the attention scores, the
+attention-weighted values and the (adaptive) softmax logits, at the size its `match` gives, and
+the examples or tokens of the config's recipe, and reports
 
   training FLOPs = 2 (FLOPs per MAC) x 3 (forward + backward: twice the forward's MACs)
-                   x MACs per example (token) x examples (tokens) seen in training,
+                   x all MACs per example (token) x examples (tokens) seen in training,
   hours          = training FLOPs / assumed sustained FLOP/s.
+
+The weight-layer MACs (the paper's count, `match=macs`) are listed beside them. Element-wise work
+(norms, softmax, activations) is not counted: O(activations), a few percent at these widths.
 
 The assumed throughput (--tflops, default 100 TFLOP/s per run) is about a third of an NVIDIA
 A100's dense bf16 peak (312) or a quarter of a TPU v3-8's (420): typical of well-tuned real
@@ -45,10 +49,11 @@ class Estimate:
   run: str
   size: str
   params: int
-  macs: float      # per example or token
+  macs: float      # weight-layer MACs per example or token
+  all_macs: float  # every multiply-add per example or token
   unit: str        # "image" or "token"
   units: float     # examples or tokens of training
-  flops: float     # training FLOPs
+  flops: float     # training FLOPs, from all_macs
 
   def hours(self, tflops: float) -> float:
     return self.flops / (tflops * 1e12) / 3600
@@ -71,7 +76,7 @@ class _AnyPath(dict):
 def _costs(model: str, algebra: str, match: str):
   from algebranets import costs  # pylint: disable=g-import-not-at-top
   report, size = costs.model_report(model, algebra, match)
-  return int(report.total_params), float(report.macs), size
+  return int(report.total_params), float(report.macs), float(report.all_macs), size
 
 
 def estimate(sweep_name: str) -> List[Estimate]:
@@ -84,7 +89,7 @@ def estimate(sweep_name: str) -> List[Estimate]:
     if run.sparsity:
       continue
     config = _config(run)
-    params, macs, size = _costs(model, run.algebra, config.match)
+    params, macs, all_macs, size = _costs(model, run.algebra, config.match)
     if epoch_size:
       unit = "image"
       units = (config.train.num_epochs * epoch_size if config.train.num_epochs else
@@ -92,10 +97,11 @@ def estimate(sweep_name: str) -> List[Estimate]:
     else:
       unit = "token"
       seq_len = config.data.seq_len
-      macs = macs / seq_len  # model_report: one segment of seq_len (= mem_len) tokens
+      # model_report: one segment of seq_len (= mem_len) tokens
+      macs, all_macs = macs / seq_len, all_macs / seq_len
       units = config.train.num_steps * config.train.batch_size * seq_len
-    out.append(Estimate(sweep_name, run.name, size, params, macs, unit, float(units),
-                        FLOPS_PER_TRAINING_MAC * macs * units))
+    out.append(Estimate(sweep_name, run.name, size, params, macs, all_macs, unit, float(units),
+                        FLOPS_PER_TRAINING_MAC * all_macs * units))
   return out
 
 
@@ -110,14 +116,15 @@ def markdown(estimates: Sequence[Estimate], tflops: float = DEFAULT_TFLOPS) -> s
     ref = rows[0]
     text += [f"**{sweep}** ({ref.units:,.0f} training {unit}s per run; "
              f"{tflops:g} TFLOP/s sustained assumed)", "",
-             f"e.g. {ref.run}: {FLOPS_PER_TRAINING_MAC} x {ref.macs:,.0f} MACs/{unit} x "
+             f"e.g. {ref.run}: {FLOPS_PER_TRAINING_MAC} x {ref.all_macs:,.0f} all MACs/{unit} x "
              f"{ref.units:.4g} {unit}s = {ref.flops:.3g} FLOPs; / {tflops:g}e12 FLOP/s = "
              f"{ref.hours(tflops):,.1f} h", "",
-             f"| run | size | params | MACs/{unit} | training FLOPs | hours |",
-             "|---|---|---|---|---|---|"]
+             f"| run | size | params | MACs/{unit} (weight layers) | all MACs/{unit} | "
+             "training FLOPs | hours |",
+             "|---|---|---|---|---|---|---|"]
     for e in rows:
-      text.append(f"| `{e.run}` | {e.size} | {e.params:,} | {e.macs:,.0f} | {e.flops:.3g} | "
-                  f"{e.hours(tflops):,.1f} |")
+      text.append(f"| `{e.run}` | {e.size} | {e.params:,} | {e.macs:,.0f} | {e.all_macs:,.0f} | "
+                  f"{e.flops:.3g} | {e.hours(tflops):,.1f} |")
     total = sum(e.hours(tflops) for e in rows)
     text += ["", f"Dense runs: {total:,.0f} h in all; each sparse run costs about what its "
              "algebra's equal-params dense run does.", ""]

@@ -17,9 +17,13 @@ SWEEPS (name -> Sweep):
   imagenet_resnet50, imagenet_mobilenet_v1    the paper's ImageNet families: every algebra the
       paper trains (r, c, h, m2r, m2c, m3r, m4r, dual) x match in {params, macs}, dense, then
       r and m2r at 50%, 75% and 90% element sparsity (equal params only). Full recipes
-      (90 / 200 epochs): one accelerator slice per run.
+      (90 / 120 epochs): one accelerator slice per run. Equal compute is match=macs: in these
+      networks every multiply-add is in a weight layer, so it equals match=flops.
   enwik8_transformer_xl, wikitext103_transformer_xl    the same grid for Transformer-XL base
-      (cross3 included: it has no identity element, which only image models' lifts need).
+      (cross3 included: it has no identity element, which only image models' lifts need), the
+      equal-compute arm at match=flops: all multiply-adds of a training segment, attention
+      scores and values and the (adaptive) softmax logits included, which weight-layer MACs
+      leave out (algebranets.costs).
   cifar10_small, cifar10_small_sparse    real small runs for 2 CPU cores: ResNet-20 at width 0.5
       on a 10,000-image subset of CIFAR-10, every algebra at equal params, the whitening-BN and
       polar-init variants of c and h; then r and m2r at 90% sparsity (a separate sweep, run last).
@@ -46,7 +50,8 @@ SPARSITY_TARGET = "sparsity.target"
 
 PAPER_ALGEBRAS = ("r", "c", "h", "m2r", "m2c", "m3r", "m4r", "dual")
 LM_ALGEBRAS = PAPER_ALGEBRAS + ("cross3",)
-MATCHES = ("params", "macs")
+MATCHES = ("params", "macs")        # image sweeps: equal params, equal (weight-layer = all) MACs
+LM_MATCHES = ("params", "flops")    # Transformer-XL: equal params, equal all multiply-adds
 SPARSITIES = (0.5, 0.75, 0.9)
 SPARSE_ALGEBRAS = ("r", "m2r")
 
@@ -223,18 +228,19 @@ _register(Sweep(
     metric="validation/top1", data=_IMAGENET_DATA))
 _register(Sweep(
     "enwik8_transformer_xl", "Transformer-XL base (12 layers, d_model 512) on enwik8: algebras x "
-    "{equal params, equal MACs}, then r and m2r at 50/75/90% element sparsity",
+    "{equal params, equal FLOPs (all multiply-adds)}, then r and m2r at 50/75/90% element "
+    "sparsity",
     # The reference's token stream (newlines dropped, 204 symbols): bpc as published (1.06).
-    _grid("configs/enwik8_transformer_xl.py", LM_ALGEBRAS, MATCHES,
+    _grid("configs/enwik8_transformer_xl.py", LM_ALGEBRAS, LM_MATCHES,
           overrides={"data.path": "{enwik8}", "data.reference_tokens": True},
           sparsities=SPARSITIES),
     metric="valid/bpc", data=(("enwik8", "enwik8.zip or the raw enwik8 file "
                                          "(scripts/download_enwik8.sh)"),)))
 _register(Sweep(
     "wikitext103_transformer_xl", "Transformer-XL base (16 layers, d_model 410, adaptive softmax) "
-    "on WikiText-103: algebras x {equal params, equal MACs}, then r and m2r at 50/75/90% "
-    "element sparsity",
-    _grid("configs/wikitext103_transformer_xl.py", LM_ALGEBRAS, MATCHES,
+    "on WikiText-103: algebras x {equal params, equal FLOPs (all multiply-adds)}, then r and "
+    "m2r at 50/75/90% element sparsity",
+    _grid("configs/wikitext103_transformer_xl.py", LM_ALGEBRAS, LM_MATCHES,
           overrides={"data.path": "{wikitext103}"}, sparsities=SPARSITIES),
     metric="valid/ppl", data=(("wikitext103", "wikitext-103-v1.zip or its extracted "
                                               "wikitext-103/ (scripts/download_wikitext103.sh)"),)))

@@ -226,7 +226,9 @@ def test_format_table_and_cli():
   cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
   assert ["fc", "dense", "r", "[2,4]", "[2,3]", "15", "24", "24"] in cells   # 4·3+3, 2·4·3
   assert ["total", "", "", "", "", "15", "24", "24"] in cells
-  assert table.rstrip().endswith("state: 0 numbers.") and ": ok;" in table
+  assert "state: 0 numbers." in table and ": ok;" in table
+  assert table.rstrip().endswith("weight layers 24 + other contractions 0 = all 24 "
+                                 "(flops = 2 × MACs).")
 
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -347,3 +349,136 @@ def test_cli_model_table_counts_the_model(capsys):
   assert out["rows"][1]["macs"] > out["rows"][0]["macs"]  # same width: M2(R) does 8/4 per real param
   with pytest.raises(ValueError, match="Unknown model"):
     costs.main(["--model", "resnet7"])
+
+
+# ------------------------------------------- contractions outside weight layers
+def test_other_macs_count_activation_products_not_weight_layers():
+  # An attention-like block: a recorded projection, then two products of activations.
+  def fn(x):                                                         # [2, 5, 8]
+    q = hk.Linear(8, with_bias=False, name="q")(x)                   # weight layer: 2·5·8·8
+    scores = jnp.einsum("btc,bsc->bts", q, x)                        # 2·5·5·8 products
+    return jnp.einsum("bts,bsc->btc", jax.nn.softmax(scores), x)     # 2·5·5·8 products
+
+  report = costs.model_costs(fn, S((2, 5, 8), F32))
+  assert report.macs == 2 * 5 * 8 * 8
+  assert report.other_macs == 2 * (2 * 5 * 5 * 8)
+  assert report.all_macs == 640 + 800 and report.all_fast_macs == report.all_macs
+  assert report.to_dict()["all_macs"] == 1440
+  table = costs.format_table(report)
+  assert "(contractions outside weight layers)" in table and "| 1,440 |" in table
+
+
+def test_other_macs_algebra_layer_internals_are_not_counted_twice():
+  # The expanded path runs one real matmul of D² MACs per product, the reference path einsums
+  # with the structure tensor: both inside the layer, so other_macs stays 0 whatever the path.
+  for path in ("expanded", "reference"):
+    fn = lambda x, p=path: ann.Linear(3, algebra="h", path=p, name="dense")(x)
+    report = costs.model_costs(fn, S((4, 5, 4), F32))
+    assert report.macs == 4 * 5 * 3 * 16 and report.other_macs == 0
+
+
+def test_jaxpr_macs_cond_scan_and_conv():
+  x, w = S((4, 6), F32), S((6, 3), F32)
+  # cond: the cheapest branch (4·6·3 rather than 4·6·3 + 4·3·3).
+  f = lambda x, w: jax.lax.cond(x.sum() > 0, lambda: (x @ w) @ jnp.eye(3), lambda: x @ w)
+  assert costs.jaxpr_macs(jax.make_jaxpr(f)(x, w)) == 72
+  # scan: the body times its length.
+  g = lambda x, w: jax.lax.scan(lambda c, _: (c, c @ w), x, None, length=5)[1]
+  assert costs.jaxpr_macs(jax.make_jaxpr(g)(x, w)) == 5 * 72
+  # A convolution counts its padded taps: 2·9·9 outputs × 8 channels × 9 taps × 3 (groups 2).
+  conv = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2)
+  xc, kc = S((2, 9, 9, 6), F32), S((3, 3, 3, 8), F32)
+  assert costs.jaxpr_macs(jax.make_jaxpr(conv)(xc, kc)) == costs.conv_macs(2 * 81, 3, 6, 8, 2, "r")
+  # Without padding XLA agrees: 2 flops per MAC.
+  valid = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2)
+  assert 2 * costs.jaxpr_macs(jax.make_jaxpr(valid)(xc, kc)) == _xla_flops(valid, xc, kc)
+
+
+def test_image_models_have_no_other_macs():
+  # ResNet and MobileNet: every multiply-add is in a weight layer (pooling is a reduction).
+  from algebranets import models
+  for name in ("resnet50", "mobilenet_v1"):
+    report = costs.model_costs(lambda x, n=name: models.MODELS[n](num_classes=1000)(
+        x, is_training=False), S((1, 224, 224, 3), F32))
+    assert report.other_macs == 0 and report.all_macs == report.macs
+
+
+# Transformer-XL, counted by hand from the architecture (not from the code): per layer and
+# sequence, weight layers q (T), kv (K = M + T positions), r (K encodings, once per batch),
+# o (T), ff_in and ff_out (T); outside them the two score terms and the attention-weighted
+# values, T·K·H·Ch·D each; then the logits.
+def _txl_hand_macs(b, t, m, c, h, ch, f, n_layers, mults, d):
+  k = m + t
+  weights = n_layers * mults * (b * t * c * h * ch + b * k * c * 2 * h * ch + k * c * h * ch
+                                + b * t * h * ch * c + 2 * b * t * c * f)
+  attention = n_layers * 3 * b * h * t * k * ch * d
+  return weights, attention
+
+
+@pytest.mark.parametrize("name", ["r", "c", "m2r"])
+def test_transformer_xl_all_macs_hand_formula(name):
+  from algebranets.models import transformer_xl as txl
+  b, t, m, c, h, ch, f, n_layers, v = 2, 8, 12, 16, 2, 8, 32, 2, 64
+  config = dict(vocab_size=v, d_model=c, n_layers=n_layers, n_heads=h, d_head=ch, d_inner=f,
+                mem_len=m)
+  report = txl.model_costs(config, name, seq_len=t, batch_size=b)
+  weights, attention = _txl_hand_macs(b, t, m, c, h, ch, f, n_layers, NAIVE[name], DIM[name])
+  logits = b * t * v * c * DIM[name]                 # tied softmax: real dot over C·D per word
+  assert report.macs == weights
+  assert report.other_macs == attention + logits
+  assert report.all_macs == weights + attention + logits
+
+
+def test_transformer_xl_adaptive_softmax_counts_what_the_step_computes():
+  from algebranets.models import transformer_xl as txl
+  b, t, m, c, h, ch, f, n_layers = 2, 8, 8, 16, 2, 8, 32, 1
+  config = dict(vocab_size=64, d_model=c, n_layers=n_layers, n_heads=h, d_head=ch, d_inner=f,
+                mem_len=m, cutoffs=(20, 40), tail_capacity=0.125)
+  weights, attention = _txl_hand_macs(b, t, m, c, h, ch, f, n_layers, 1, 1)
+  n = b * t                                          # 16 positions
+  head = n * (20 + 2) * c                            # 20 head words + 2 cluster logits
+  gathered = math.ceil(0.125 * n)                    # tail rows computed per cluster: 2
+  tails = gathered * (20 + 24) * c                   # clusters [20, 40) and [40, 64)
+  report = txl.model_costs(config, "r", seq_len=t, batch_size=b)
+  assert (report.macs, report.other_macs) == (weights, attention + head + tails)
+  # Without targets (evaluation's log-probabilities): every cluster for every position.
+  report = txl.model_costs(config, "r", seq_len=t, batch_size=b, with_targets=False)
+  assert report.other_macs == attention + n * (22 + 20 + 24) * c
+
+
+def test_transformer_xl_all_macs_agree_with_xla_cost_analysis():
+  # XLA counts 2 flops per multiply-add of every dot, plus one per element-wise op (bias adds,
+  # norms, softmax, residuals): O(activations), about 1/C of the contractions. So XLA's flops
+  # / 2 lie just above all_macs -- here 1.6% -- while the weight-layer MACs miss the attention
+  # and logits (22% of the program at this size).
+  from algebranets.models import transformer_xl as txl
+  b, t, c, v = 2, 64, 128, 256
+  config = dict(vocab_size=v, d_model=c, n_layers=2, n_heads=4, d_head=32, d_inner=512,
+                mem_len=t)
+  report = txl.model_costs(config, "r", seq_len=t, batch_size=b)
+
+  def fn(tokens, mems, targets):
+    return txl.TransformerXL(**config, algebra="r")(tokens, mems, targets=targets)
+
+  f = hk.transform(fn)
+  tokens = jnp.zeros((b, t), jnp.int32)
+  mems = [jnp.zeros((b, t, c, 1))] * 2
+  params = jax.eval_shape(f.init, jax.random.PRNGKey(0), tokens, mems, tokens)
+  xla_macs = _xla_flops(lambda p, x, m, y: f.apply(p, None, x, m, y), params, tokens, mems,
+                        tokens) / 2
+  assert 1.0 <= xla_macs / report.all_macs < 1.03
+  assert xla_macs / report.macs > 1.2
+
+
+def test_cli_reports_all_macs_of_the_enwik8_preset(capsys):
+  # The published enwik8 base model (12 layers, d_model 512, 8 heads of 64, d_inner 2048,
+  # 256 bytes, mem_len 512) on a 64-token segment, counted by hand.
+  costs.main(["--model", "enwik8_base", "--algebras", "r", "--seq_len", "64", "--json"])
+  [row] = json.loads(capsys.readouterr().out)["rows"]
+  n_layers, t, k, c, hch, f, v = 12, 64, 64 + 512, 512, 512, 2048, 256
+  weights = n_layers * (t * c * hch + k * c * 2 * hch + k * c * hch + t * hch * c + 2 * t * c * f)
+  other = n_layers * 3 * t * k * hch + t * v * c
+  assert (row["macs"], row["all_macs"]) == (weights, weights + other)
+  assert row["params"] == 41_082_112

@@ -1,7 +1,14 @@
 """Matched-size models: choose a width so that a model's size equals a reference's.
 
 The paper compares algebras at equal *parameter count* or equal *compute*
-(multiply-adds) with a real baseline. An algebra element holds D real
+(multiply-adds) with a real baseline. Three sizes can be matched
+(`MATCH_KINDS`, counted by `costs.model_costs`): "params" (real parameters),
+"macs" (multiply-adds of the weight layers, the paper's MACs) and "flops"
+(every multiply-add of the forward pass, `ModelCost.all_macs`: also the
+attention scores, attention-weighted values and logits of a Transformer;
+flops = 2 × MACs, a factor that cancels in a match). For the image models of
+this package the two compute counts are equal (their only multiply-adds are
+weight layers; whitening batch norm adds its D×D products). An algebra element holds D real
 parameters and one element product costs m real multiplies (the table in
 PAPER.md), so at the same channel count an algebra model is D× larger and
 m× more expensive than the real one; its width must shrink to compare fairly.
@@ -54,7 +61,7 @@ from algebranets import costs
 __all__ = ["MATCH_KINDS", "MatchResult", "scaled_channels", "check_width", "match_width",
            "model_size", "match_image_model"]
 
-MATCH_KINDS = ("params", "macs")
+MATCH_KINDS = ("params", "macs", "flops")
 
 
 def scaled_channels(base: int, width: float, divisor: int = 1) -> int:
@@ -201,11 +208,14 @@ def match_width(size_of_width: Callable[[float], float], target: float, *,
 
 
 def model_size(fn: Callable[..., Any], *args, match: str = "params", **kwargs) -> int:
-  """Real parameters or MACs of the Haiku model `fn(*args, **kwargs)` (abstract)."""
+  """Real parameters, weight-layer MACs or all MACs ("flops") of the Haiku model
+  `fn(*args, **kwargs)` (abstract)."""
   if match not in MATCH_KINDS:
     raise ValueError(f"Unknown match {match!r}; valid: {', '.join(MATCH_KINDS)}.")
   report = costs.model_costs(fn, *args, **kwargs)
-  return int(report.total_params if match == "params" else report.macs)
+  if match == "params":
+    return int(report.total_params)
+  return int(report.macs if match == "macs" else report.all_macs)
 
 
 def _image_model_size(constructor, width, algebra, match, image_size, num_classes,
@@ -235,8 +245,9 @@ def match_image_model(constructor: Callable[..., Any], algebra, *, match: str = 
       `hk.transform`; the model maps images [B, S, S, 3] to logits with
       `model(images, is_training=False)`. E.g. `models.MODELS["resnet50"]`.
     algebra: the algebra of the model to size.
-    match: "params" (real parameters) or "macs" (multiply-adds per image of
-      size `image_size`, naive algebra products, see `costs`).
+    match: "params" (real parameters), "macs" (weight-layer multiply-adds
+      per image of size `image_size`, naive algebra products, see `costs`)
+      or "flops" (all multiply-adds per image).
     reference_algebra, reference_width: the reference model (default the real
       model at width 1), built with the same constructor and kwargs.
     target: a size to match instead of the reference model's.

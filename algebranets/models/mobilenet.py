@@ -25,7 +25,15 @@ elements where the real network has c channels (the paper's α multiplier
 truncates instead, int(c·α), with at least 8 channels; equal at α = 1), lift
 "identity" (or "linear" without an identity element), component-wise ReLU,
 per-component BatchNorm, and a real fc layer on the flattened C·D components;
-`folded=True` keeps M_n(B) activations folded between layers.
+`folded=True` keeps M_n(B) activations folded between layers; the pool and the
+head compute in float32 under bfloat16 mixed precision.
+
+Padding (`padding`, as in `resnet`): "same" (TensorFlow's, as the paper's
+TF-slim code) or "symmetric" (1 on each side of every 3×3 conv, as Caffe,
+MXNet/GluonCV and torchvision). They differ only at the stride-2 convs (the
+stem and the depthwise convs of blocks 1, 3, 5 and 11), where "SAME" pads
+(0, 1) and so samples the input one pixel off the symmetric grid; output
+sizes, parameters and MACs are the same.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from algebranets import algebras as algebras_lib
 from algebranets import nn as ann
 from algebranets.models import matching
 from algebranets.models.resnet import (
-    HEADS, LayerChoices, check_bn_config, check_choice, default_lift)
+    HEADS, LayerChoices, check_bn_config, check_choice, classifier, default_lift,
+    head_dtype)
 
 __all__ = ["MobileNetV1", "MOBILENET_V1_BLOCKS"]
 
@@ -63,7 +72,7 @@ class MobileNetV1(hk.Module):
                head_component: Union[int, str] = 0, dropout_rate: float = 0.0,
                w_init: Optional[hk.initializers.Initializer] = None,
                conv_path: Optional[str] = None, folded: bool = False,
-               name: Optional[str] = "mobilenet_v1"):
+               padding: str = "same", name: Optional[str] = "mobilenet_v1"):
     """Constructs the network.
 
     Args:
@@ -82,6 +91,7 @@ class MobileNetV1(hk.Module):
       w_init: conv weight initialiser; default nn.initializers.he_normal(algebra).
       conv_path: `ops.conv2d` path of every conv; None picks the fastest.
       folded: keep M_n(B) activations folded between layers (resnet docstring).
+      padding: one of resnet.PADDINGS, "same" or "symmetric" (module doc).
       name: module name.
     """
     super().__init__(name=name)
@@ -100,14 +110,14 @@ class MobileNetV1(hk.Module):
                        f"got {blocks!r}.")
     self.blocks = tuple((scale(c), s) for c, s in blocks)
     self.layers = LayerChoices(alg, check_bn_config(bn_config), activation, w_init, conv_path,
-                               folded)
+                               folded, padding)
     self.lift = default_lift(alg) if lift is None else check_choice(lift, ann.LIFT_MODES, "lift")
     self.head = check_choice(head, HEADS, "head")
     self.head_component = head_component
     self.dropout_rate = float(dropout_rate)
 
   def __call__(self, images, is_training: bool, test_local_stats: bool = False):
-    """Real images [B, H, W, F] -> real logits [B, K]."""
+    """Real images [B, H, W, F] -> real logits [B, K] (float32 or wider)."""
     x = jnp.asarray(images)
     alg = self.algebra
     if x.ndim != 4:
@@ -132,11 +142,8 @@ class MobileNetV1(hk.Module):
       x = bn_act(x, f"block_{i}_depthwise_batchnorm")                       # [B, H', W', Cin, D]
       x = layers.conv(channels, 1, name=f"block_{i}_pointwise")(x)          # [B, H', W', C, D]
       x = bn_act(x, f"block_{i}_pointwise_batchnorm")
+    x = x.astype(head_dtype(x.dtype))                                       # float32 head
     x = layers.unfold(jnp.mean(x, axis=(1, 2)))                             # [B, C, D]
     if is_training and self.dropout_rate > 0:
       x = hk.dropout(hk.next_rng_key(), self.dropout_rate, x)
-    if self.head == "linear":
-      return ann.Project(self.num_classes, algebra=alg, mode="linear", name="logits")(x)
-    x = ann.Linear(self.num_classes, algebra=alg, name="logits")(x)         # [B, K, D]
-    return ann.Project(None, algebra=alg, mode=self.head, component=self.head_component,
-                       name="project")(x)                                    # [B, K]
+    return classifier(x, self.num_classes, alg, self.head, self.head_component)  # [B, K]

@@ -35,6 +35,17 @@ exactly the real network, 25,557,032 parameters for ResNet-50):
   an identity element -- pixel value v becomes v·1, no parameters, so the stem
   conv sees F = 3 input elements; "linear" for algebras without one (cross3):
   a learned real map F -> F·D per pixel (3·3D + 3D parameters).
+* Padding (`padding`, one of PADDINGS): "symmetric" pads every conv by k//2
+  on each side (explicit ((k//2, k//2), (k//2, k//2))) and the stem's max
+  pool by 1 (with -inf), as torchvision, Caffe and He et al.'s Torch code do;
+  "same" is TensorFlow's "SAME", which puts the odd pad of a stride-2 layer
+  after the image: the 7×7/2 stem pads (2, 3) instead of (3, 3) and a 3×3/2
+  conv (0, 1) instead of (1, 1), so every stride-2 branch samples its input
+  one pixel off from the 1×1/2 projection shortcut (pad 0 either way) or the
+  option-A subsampling x[::2, ::2] beside it. Output sizes, parameters and
+  MACs (padded taps count, see `costs`) are the same for both; stride-1
+  convs with odd kernels pad identically. Default "same" (the behaviour of
+  earlier versions); the paper configs choose (configs/*.py docstrings).
 * Convs have no bias (BN follows); weights ~ `nn.initializers.he_normal`.
 * Norms: `nn.BatchNorm(algebra=..., **bn_config)`: per-component by default,
   `bn_config={"whitening": True}` for the D×D whitening of Trabelsi et al.
@@ -53,12 +64,21 @@ exactly the real network, 25,557,032 parameters for ResNet-50):
   applies a real fc layer (for algebra "r" exactly the usual fc); "component"
   and "norm" apply an algebra fc layer to K elements and read logits from one
   component (`head_component`) or from the element norms.
+* Precision of the head (`classifier`): the global average pool, the
+  projection out of the algebra, the classifier and the logits are computed
+  in float32 whatever the compute dtype: under bfloat16 mixed precision the
+  features are cast up before the mean and the head's parameters as they are
+  read (`hk.custom_getter`; a bfloat16 value converts exactly), so the pool
+  sums in float32 and every product and sum of the head (the weight-side
+  sums of the Gauss path included) is done in float32: the logits are
+  computed, not merely cast, in float32. Float32 models are unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import jax
 import jax.numpy as jnp
 import haiku as hk
 
@@ -68,12 +88,13 @@ from algebranets import ops
 from algebranets.models import matching
 
 __all__ = ["ResNet", "imagenet_resnet", "cifar_resnet", "IMAGENET_DEPTHS", "CIFAR_DEPTHS",
-           "STEMS", "SHORTCUTS", "HEADS", "BN_CONFIG_KEYS", "default_lift", "LayerChoices",
-           "check_bn_config"]
+           "STEMS", "SHORTCUTS", "HEADS", "PADDINGS", "BN_CONFIG_KEYS", "default_lift",
+           "LayerChoices", "check_bn_config", "head_dtype", "classifier"]
 
 STEMS = ("imagenet", "cifar")
 SHORTCUTS = ("projection", "pad")
 HEADS = ("linear", "component", "norm")
+PADDINGS = ("same", "symmetric")
 BN_CONFIG_KEYS = ("decay_rate", "eps", "whitening", "create_scale", "create_offset",
                   "scale_init", "offset_init", "cross_replica_axis")
 EXPANSION = 4  # bottleneck output channels per stage channel
@@ -105,6 +126,32 @@ def check_bn_config(bn_config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
   return bn_config
 
 
+def head_dtype(dtype):
+  """The dtype the classification head computes in: float32, or wider if the model is."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def classifier(x, num_classes: int, algebra, head: str, head_component):
+  """Pooled features [B, C, D] -> real logits [B, K], computed in float32 (or wider).
+
+  head "linear": the real fc layer "logits" on the flattened C·D components; "component" /
+  "norm": the algebra fc layer "logits" to K elements, then "project" (module docstring).
+  """
+  dtype = head_dtype(x.dtype)
+
+  def wide_params(next_getter, value, context):
+    del context
+    return next_getter(value.astype(head_dtype(value.dtype)))
+
+  x = x.astype(dtype)
+  with hk.custom_getter(wide_params):
+    if head == "linear":
+      return ann.Project(num_classes, algebra=algebra, mode="linear", name="logits")(x)
+    x = ann.Linear(num_classes, algebra=algebra, name="logits")(x)          # [B, K, D]
+    return ann.Project(None, algebra=algebra, mode=head, component=head_component,
+                       name="project")(x)                                    # [B, K]
+
+
 def check_choice(value, choices, what):
   if value not in choices:
     raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(map(str, choices))}.")
@@ -117,13 +164,15 @@ class LayerChoices:
   Not a Haiku module: the layers it builds are named after their caller.
   """
 
-  def __init__(self, algebra, bn_config, activation, w_init, conv_path, folded=False):
+  def __init__(self, algebra, bn_config, activation, w_init, conv_path, folded=False,
+               padding="same"):
     self.algebra = algebra
     self.bn_config = bn_config
     self.activation = ann.get_activation(activation)
     self.w_init = w_init
     self.conv_path = conv_path
     self.folded = bool(folded)
+    self.padding = check_choice(padding, PADDINGS, "padding")
     if self.folded:
       if algebra.matrix_base is None:
         raise ValueError(f"folded=True needs a matrix algebra M_n(B) (m2r, m3r, m4r, m2c, "
@@ -139,9 +188,21 @@ class LayerChoices:
   def conv(self, channels, kernel, stride=1, groups=1, name=None):
     """A bias-free conv (BN follows); groups = channels is a depthwise conv."""
     w_init = self.w_init or ann.initializers.he_normal(self.algebra)
-    return ann.Conv2D(channels, kernel, algebra=self.algebra, stride=stride, with_bias=False,
-                      feature_group_count=groups, w_init=w_init, path=self.conv_path,
-                      folded=self.folded, name=name)
+    pad = kernel // 2
+    padding = "SAME" if self.padding == "same" else ((pad, pad), (pad, pad))
+    return ann.Conv2D(channels, kernel, algebra=self.algebra, stride=stride, padding=padding,
+                      with_bias=False, feature_group_count=groups, w_init=w_init,
+                      path=self.conv_path, folded=self.folded, name=name)
+
+  def max_pool(self, x):
+    """3×3/2 max pool over H and W of [B, H, W, C, D] (component-wise; either layout)."""
+    window, strides = (1, 3, 3, 1, 1), (1, 2, 2, 1, 1)
+    if self.padding == "same":
+      return hk.max_pool(x, window_shape=window, strides=strides, padding="SAME")
+    # torchvision's MaxPool2d(3, 2, padding=1): one -inf row/column on each side. (A Python
+    # -inf, as hk.max_pool passes: JAX then lowers to its differentiable max-pool primitive.)
+    pads = ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0))
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pads)
 
   def bn(self, name, zero_scale=False):
     """nn.BatchNorm with the model's bn_config (scale initialised to 0 if asked)."""
@@ -221,7 +282,7 @@ class ResNet(hk.Module):
                head_component: Union[int, str] = 0,
                w_init: Union[None, str, hk.initializers.Initializer] = None,
                conv_path: Optional[str] = None, folded: bool = False,
-               name: Optional[str] = None):
+               padding: str = "same", name: Optional[str] = None):
     """Constructs the network.
 
     Args:
@@ -251,6 +312,8 @@ class ResNet(hk.Module):
       conv_path: `ops.conv2d` path of every conv; None picks the fastest (with
         `folded`, the path of the base algebra's op).
       folded: keep M_n(B) activations folded between layers (see module doc).
+      padding: one of PADDINGS: "same" (TensorFlow's) or "symmetric" (k//2 on
+        each side, torchvision's); see the module doc.
       name: module name.
     """
     super().__init__(name=name)
@@ -277,10 +340,10 @@ class ResNet(hk.Module):
     if isinstance(w_init, str):
       w_init = ann.initializers.by_name(w_init, alg)
     self.layers = LayerChoices(alg, check_bn_config(bn_config), activation, w_init, conv_path,
-                               folded)
+                               folded, padding)
 
   def __call__(self, images, is_training: bool, test_local_stats: bool = False):
-    """Real images [B, H, W, F] -> real logits [B, K]."""
+    """Real images [B, H, W, F] -> real logits [B, K] (float32 or wider, see module doc)."""
     x = jnp.asarray(images)
     alg, layers = self.algebra, self.layers
     if x.ndim != 4:
@@ -298,8 +361,7 @@ class ResNet(hk.Module):
       x = layers.conv(self.channels[0], 3, 1, name="stem_conv")(x)          # [B, H, W, C, D]
     x = layers.activation(layers.bn("stem_batchnorm")(x, is_training, test_local_stats))
     if self.stem == "imagenet":
-      x = hk.max_pool(x, window_shape=(1, 3, 3, 1, 1), strides=(1, 2, 2, 1, 1),
-                      padding="SAME")                                       # [B, H/4, W/4, C, D]
+      x = layers.max_pool(x)                                                # [B, H/4, W/4, C, D]
 
     for i, (num_blocks, channels) in enumerate(zip(self.blocks_per_stage, self.channels)):
       for j in range(num_blocks):
@@ -308,12 +370,9 @@ class ResNet(hk.Module):
                   zero_init_last_bn=self.zero_init_last_bn, layers=layers,
                   name=f"stage_{i}_block_{j}")(x, is_training, test_local_stats)
 
+    x = x.astype(head_dtype(x.dtype))                                       # float32 head
     x = layers.unfold(jnp.mean(x, axis=(1, 2)))                             # [B, C, D]
-    if self.head == "linear":
-      return ann.Project(self.num_classes, algebra=alg, mode="linear", name="logits")(x)
-    x = ann.Linear(self.num_classes, algebra=alg, name="logits")(x)         # [B, K, D]
-    return ann.Project(None, algebra=alg, mode=self.head, component=self.head_component,
-                       name="project")(x)                                    # [B, K]
+    return classifier(x, self.num_classes, alg, self.head, self.head_component)  # [B, K]
 
 
 def imagenet_resnet(depth: int, num_classes: int = 1000, **kwargs) -> ResNet:

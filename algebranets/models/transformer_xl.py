@@ -603,12 +603,21 @@ class TransformerXL(hk.Module):
 
 # ------------------------------------------------------------ matched sizes
 def model_costs(config: dict, algebra, seq_len: int = 128, batch_size: int = 1,
-                with_mems: bool = True) -> costs_lib.ModelCost:
+                with_mems: bool = True, with_targets: bool = True) -> costs_lib.ModelCost:
   """`costs.model_costs` of TransformerXL(**config, algebra=algebra), abstractly.
 
-  MACs are those of one training segment of `seq_len` tokens per sequence
-  with a full memory of config["mem_len"] positions (`with_mems`). As in
-  `costs`, attention scores and the output logits are not weight-layer MACs.
+  The forward pass of one training segment of `seq_len` tokens per sequence
+  with a full memory of config["mem_len"] positions (`with_mems`), computing
+  the training loss (`with_targets`: the adaptive softmax's `nll` path, whose
+  tail clusters are computed for a gathered `tail_capacity` share of the
+  positions; without targets, the log-probabilities of every word for every
+  position, as evaluation's `log_probs`).
+
+  `macs` counts the weight layers (the paper's MACs); `other_macs` the rest
+  (`costs`): per layer and sequence, 3·T·K·H·Ch·D for the two score terms and
+  the attention-weighted values (K = M + T keys, real dot products over a
+  head's Ch·D components), plus the output logits (T·V·C·D for a plain tied
+  softmax, per cluster for an adaptive one).
   """
   alg = algebras_lib.get(algebra)
   mem_len = config.get("mem_len", 0)
@@ -617,14 +626,15 @@ def model_costs(config: dict, algebra, seq_len: int = 128, batch_size: int = 1,
   mems = None
   if with_mems and mem_len:
     mems = [jax.ShapeDtypeStruct((batch_size, mem_len, c, alg.dim), jnp.float32)] * n_layers
+  targets = tokens if with_targets else None
 
-  def fn(tokens, mems):
-    return TransformerXL(**config, algebra=alg)(tokens, mems)
+  def fn(tokens, mems, targets):
+    return TransformerXL(**config, algebra=alg)(tokens, mems, targets=targets)
 
-  return costs_lib.model_costs(fn, tokens, mems)
+  return costs_lib.model_costs(fn, tokens, mems, targets)
 
 
-MATCH_MODES = ("params", "macs", "width")
+MATCH_MODES = ("params", "macs", "flops", "width")
 
 
 def matched_config(reference: dict, algebra, match: str = "params", *, tol: float = 0.02,
@@ -634,17 +644,18 @@ def matched_config(reference: dict, algebra, match: str = "params", *, tol: floa
   The rule (depth, heads, vocabulary and all other settings unchanged):
     * "width": the same real activation width: d_model, d_inner and d_head
       divided by D (each rounded, at least 1); about 1/D of the parameters.
-    * "params" / "macs": one width factor w scales d_model, d_inner and
-      d_head (each rounded; n_heads fixed, so every head keeps its share of
-      the width, and n_heads·d_head equals d_model up to rounding -- the
-      projections C -> H·Ch do not need equality) and `matching.match_width`
-      picks the w whose cost is closest to the reference's. If rounding
-      leaves the cost more than tol/4 away, d_inner alone is then re-tuned
-      with d_model fixed (one element of d_inner changes the cost by about
-      2·L·d_model·D parameters). Costs come from
-      `model_costs`: real parameters, or weight-layer MACs of one segment of
-      `seq_len` tokens with a full memory (attention scores and logits are not
-      weight-layer MACs, see `costs`).
+    * "params" / "macs" / "flops": one width factor w scales d_model,
+      d_inner and d_head (each rounded; n_heads fixed, so every head keeps
+      its share of the width, and n_heads·d_head equals d_model up to
+      rounding -- the projections C -> H·Ch do not need equality) and
+      `matching.match_width` picks the w whose cost is closest to the
+      reference's. If rounding leaves the cost more than tol/4 away, d_inner
+      alone is then re-tuned with d_model fixed (one element of d_inner
+      changes the cost by about 2·L·d_model·D parameters). Costs come from
+      `model_costs` of one training segment of `seq_len` tokens with a full
+      memory: real parameters, weight-layer MACs ("macs": attention scores,
+      attention-weighted values and logits left out), or all multiply-adds
+      ("flops": those included, `ModelCost.all_macs`; flops = 2 × MACs).
 
   Args:
     reference: TransformerXL keyword arguments of the real model (no algebra),
@@ -679,7 +690,9 @@ def matched_config(reference: dict, algebra, match: str = "params", *, tol: floa
 
   def cost(cfg, a=alg):
     report = model_costs(cfg, a, seq_len=seq_len)
-    return report.total_params if match == "params" else report.macs
+    if match == "params":
+      return report.total_params
+    return report.macs if match == "macs" else report.all_macs
 
   def at_width(w):
     c = matching.scaled_channels(c_ref, w)

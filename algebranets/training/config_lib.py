@@ -4,14 +4,16 @@ An experiment is one file `configs/<experiment>.py` with `get_config(arg)`; the 
 `--config=configs/<experiment>.py:<arg>` and `--config.a.b=value` overrides any field. The
 argument is
 
-    <algebra>[,debug][,match=none|params|macs][,width=W][,<key>=<value>...]
+    <algebra>[,debug][,match=none|params|macs|flops][,width=W][,<key>=<value>...]
 
   algebra   a registered algebra name (algebras.names(): r, c, h, m2r, ...); first, required
   debug     the CPU-sized variant: a tiny model and a few steps, for smoke tests
   match     size the algebra model like the real model of the config: "params" (equal real
-            parameters) or "macs" (equal multiply-adds); "none" (default) keeps the config's
-            width. Image models change their width; Transformer-XL its d_model/d_inner/d_head
-            ("width" there: the real activation width of the reference)
+            parameters), "macs" (equal multiply-adds of the weight layers) or "flops" (equal
+            multiply-adds of the whole forward pass: also attention scores and values and the
+            logits, see algebranets.costs); "none" (default) keeps the config's width. Image
+            models change their width; Transformer-XL its d_model/d_inner/d_head ("width"
+            there: the real activation width of the reference; LM_MATCH_KINDS)
   width     width multiplier of an image model (before matching: the reference's width)
   folder    image experiments: train on the image folder PATH/<split>/<label>/*.jpg|png
             (split "train", the other splits evaluated) instead of the TFDS dataset
@@ -80,6 +82,9 @@ def _bool(v: str) -> bool:
 
 
 COMMON_KEYS: Dict[str, Callable[[str], Any]] = {"match": str, "width": float}
+# Accepted values of `match` (training.tasks checks them again when it sizes the model).
+MATCH_KINDS = ("none", "params", "macs", "flops")
+LM_MATCH_KINDS = MATCH_KINDS + ("width",)
 # Image experiments also take folder=PATH: train on an image folder PATH/<split>/<label>/*.jpg
 # (split "train"; every other split directory is evaluated) instead of the TFDS dataset.
 IMAGE_KEYS: Dict[str, Callable[[str], Any]] = {"folder": str}
@@ -101,7 +106,7 @@ def image_data(args: Mapping[str, Any], *, tfds_name: str, tfds_eval_split: str,
 
 
 def parse_arg(arg: Optional[str], *, keys: Optional[Mapping[str, Callable[[str], Any]]] = None,
-              match_kinds: Sequence[str] = ("none", "params", "macs"),
+              match_kinds: Sequence[str] = MATCH_KINDS,
               defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """Parses '<algebra>[,debug][,key=value...]' (see the module docstring).
 

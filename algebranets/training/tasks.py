@@ -21,11 +21,18 @@ Memories start as zeros of their full length, as in the TF reference (train_gpu.
 then has one shape from the first batch on (one compilation, and a state that checkpoints the
 same at every step).
 
-Width matching (`config.match`: "none", "params", "macs"; for Transformer-XL also "width"): the
-model in config.model, built in the real numbers, is the reference; the algebra model gets the
-width (image models) or the d_model/d_inner/d_head (Transformer-XL) that matches its real
-parameters or multiply-adds (`models.match_image_model`, `transformer_xl.matched_config`).
-`resolve` writes the result into the config, so the saved config says what was trained.
+Width matching (`config.match`: "none", "params", "macs", "flops"; for Transformer-XL also
+"width"): the model in config.model, built in the real numbers, is the reference; the algebra
+model gets the width (image models) or the d_model/d_inner/d_head (Transformer-XL) that matches
+its real parameters, weight-layer multiply-adds ("macs") or all multiply-adds of the forward pass
+("flops": attention scores and values and the logits too; see algebranets.costs)
+(`models.match_image_model`, `transformer_xl.matched_config`). `resolve` writes the result into
+the config, so the saved config says what was trained.
+
+Sizes (`costs()`, written to the workdir's model.json): real parameters, weight-layer MACs and
+all MACs per example (image) or per token (a training segment with a full memory, divided by
+its length): "params", "macs_per_example" / "macs_per_token", "all_macs_per_example" /
+"all_macs_per_token" (flops = 2 × MACs).
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ from algebranets import algebras
 from algebranets import costs as costs_lib
 from algebranets import models
 from algebranets.models import transformer_xl
+from algebranets.training import config_lib
 
-MATCH_KINDS = ("none", "params", "macs")
-LM_MATCH_KINDS = MATCH_KINDS + ("width",)
+MATCH_KINDS = config_lib.MATCH_KINDS          # "none", "params", "macs", "flops"
+LM_MATCH_KINDS = config_lib.LM_MATCH_KINDS    # ... and "width"
 
 # Language models by config.model.name (models.LANGUAGE_MODELS: "transformer_xl").
 LM_MODELS: Dict[str, Callable[..., hk.Module]] = models.LANGUAGE_MODELS
@@ -165,9 +173,10 @@ class ClassificationTask:
     return costs_lib.model_costs(lambda x: self._forward(x, False), images)
 
   def costs(self) -> Dict[str, float]:
-    """Real parameters and multiply-adds per image."""
+    """Real parameters, weight-layer and all multiply-adds per image."""
     report = self.cost_report()
-    return {"params": int(report.total_params), "macs_per_example": int(report.macs)}
+    return {"params": int(report.total_params), "macs_per_example": int(report.macs),
+            "all_macs_per_example": int(report.all_macs)}
 
 
 # ----------------------------------------------------------------------------- language model
@@ -279,10 +288,12 @@ class LanguageModelTask:
     return transformer_xl.model_costs(self.model_kwargs, self.algebra, seq_len=self.seq_len)
 
   def costs(self) -> Dict[str, float]:
-    """Real parameters and weight-layer multiply-adds per token (training segment, full mem)."""
+    """Real parameters, weight-layer and all multiply-adds per token (training segment, full
+    memory, training loss)."""
     report = self.cost_report()
     return {"params": int(report.total_params),
-            "macs_per_token": report.macs / float(self.seq_len)}
+            "macs_per_token": report.macs / float(self.seq_len),
+            "all_macs_per_token": report.all_macs / float(self.seq_len)}
 
 
 TASKS: Dict[str, Any] = {

@@ -66,13 +66,15 @@ def test_sweeps_reject_duplicate_names_and_undeclared_data():
 
 
 def test_paper_sweeps_cover_every_algebra_match_and_sparsity():
-  for name, algebras in (("imagenet_resnet50", sweeps.PAPER_ALGEBRAS),
-                         ("imagenet_mobilenet_v1", sweeps.PAPER_ALGEBRAS),
-                         ("enwik8_transformer_xl", sweeps.LM_ALGEBRAS),
-                         ("wikitext103_transformer_xl", sweeps.LM_ALGEBRAS)):
+  # Equal compute: weight-layer MACs for the image models (all their multiply-adds), all
+  # multiply-adds ("flops": attention and logits too) for Transformer-XL.
+  for name, algebras, compute in (("imagenet_resnet50", sweeps.PAPER_ALGEBRAS, "macs"),
+                                  ("imagenet_mobilenet_v1", sweeps.PAPER_ALGEBRAS, "macs"),
+                                  ("enwik8_transformer_xl", sweeps.LM_ALGEBRAS, "flops"),
+                                  ("wikitext103_transformer_xl", sweeps.LM_ALGEBRAS, "flops")):
     runs = sweeps.get(name).runs
     dense = {(r.algebra, r.arg_keys["match"]) for r in runs if not r.sparsity}
-    assert dense == {("r", "params")} | {(a, m) for a in algebras[1:] for m in ("params", "macs")}
+    assert dense == {("r", "params")} | {(a, m) for a in algebras[1:] for m in ("params", compute)}
     sparse = {(r.algebra, r.sparsity) for r in runs if r.sparsity}
     assert sparse == {(a, s) for a in ("r", "m2r") for s in (0.5, 0.75, 0.9)}
     first_sparse = min(i for i, r in enumerate(runs) if r.sparsity)
@@ -106,6 +108,19 @@ def test_enwik8_paper_sweep_scores_the_reference_tokens():
   # The published 1.06 bpc is per reference token (newlines dropped, 204 symbols).
   for run in sweeps.get("enwik8_transformer_xl").runs:
     assert "--config.data.reference_tokens=true" in run.command("/w", {"enwik8": "/d/e.zip"})
+
+
+def test_every_paper_run_config_loads_with_its_match():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  data = {"imagenet": "/d/tfds", "enwik8": "/d/enwik8.zip", "wikitext103": "/d/wt103.zip"}
+  for sweep in ("imagenet_resnet50", "imagenet_mobilenet_v1", "enwik8_transformer_xl",
+                "wikitext103_transformer_xl"):
+    for run in sweeps.get(sweep).runs:
+      spec = importlib.util.spec_from_file_location("cfg", sweeps.ROOT / run.config)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      config = module.get_config(run.arg.format(**data))
+      assert (config.algebra, config.match) == (run.algebra, run.arg_keys["match"])
 
 
 # ----------------------------------------------------------------------------- launcher CLI
@@ -143,7 +158,7 @@ def test_launcher_says_which_data_a_sweep_needs(capsys):
 
 # ----------------------------------------------------------------------------- collector
 def _fake_run(root, name, *, algebra, params, macs, value, step, num_steps, sparsity=0.0,
-              nonzero=None, record=True, width=0.5):
+              nonzero=None, record=True, width=0.5, all_macs=None):
   wd = root / name
   wd.mkdir(parents=True)
   config = {"algebra": algebra, "match": "params", "train": {"num_steps": num_steps},
@@ -151,6 +166,8 @@ def _fake_run(root, name, *, algebra, params, macs, value, step, num_steps, spar
             "checkpoint": {"best_metric": "test/top1"}, "sparsity": {"target": sparsity}}
   (wd / "config.json").write_text(json.dumps(config))
   model = {"params": params, "macs_per_example": macs}
+  if all_macs is not None:
+    model["all_macs_per_example"] = all_macs
   if nonzero:
     model.update(nonzero_params=nonzero[0], nonzero_macs_per_example=nonzero[1])
   (wd / "model.json").write_text(json.dumps(model))
@@ -169,11 +186,11 @@ def _fake_run(root, name, *, algebra, params, macs, value, step, num_steps, spar
 def test_collector_tables_finished_runs_and_lists_the_others(tmp_path):
   root = tmp_path / "runs"
   _fake_run(root, "m2r_a", algebra="m2r", params=69_274, macs=2.5e7, value=0.41, step=300,
-            num_steps=300)
+            num_steps=300, all_macs=2.6e7)
   _fake_run(root, "r_a", algebra="r", params=68_050, macs=1.0e7, value=0.385, step=300,
             num_steps=300, record=False, width=0.5)
   _fake_run(root, "r_sparse", algebra="r", params=68_050, macs=1.0e7, value=0.3, step=300,
-            num_steps=300, sparsity=0.9, nonzero=(7_000, 1.2e6))
+            num_steps=300, sparsity=0.9, nonzero=(7_000, 1.2e6), all_macs=1.1e7)
   _fake_run(root, "h_unfinished", algebra="h", params=69_000, macs=4e7, value=0.2, step=100,
             num_steps=300, record=False)
   assert launch.is_finished(root / "r_a")  # from metrics.jsonl alone (no launch record)
@@ -182,17 +199,21 @@ def test_collector_tables_finished_runs_and_lists_the_others(tmp_path):
   assert [r.run for r in rows] == ["r_a", "m2r_a", "r_sparse"]  # dense by algebra, then sparse
   md = (tmp_path / "out" / "results.md").read_text()
   table = _table_rows(md)
-  assert table["m2r_a"] == ["m2r", "params", "-", "width 0.5", "69,274", "25,000,000", "0", "-",
-                            "41.00%", "300", "2.5 min"]
+  assert table["m2r_a"] == ["m2r", "params", "-", "width 0.5", "69,274", "25,000,000",
+                            "26,000,000", "0", "-", "41.00%", "300", "2.5 min"]
+  assert table["r_a"][6] == "n/a"  # a workdir written before all MACs were recorded
   assert table["r_a"][-1] == "n/a"  # no launch record: no wall time
-  assert table["r_sparse"][6:8] == ["90%", "7,000"]
+  assert table["r_sparse"][7:9] == ["90%", "7,000"]
   assert "h_unfinished" not in table and "`h_unfinished`: no test/top1 at its last step" in md
   assert "Git commit of the runs: abc123" in md and "Machine: test machine" in md
   data = json.loads((tmp_path / "out" / "results.json").read_text())
   assert [d["series"] for d in data] == ["r", "m2r", "r sparse 90%"]
   assert rows[2].effective_params == 7_000 and rows[2].effective_macs == 1.2e6
+  # Pruning removes weight-layer MACs only: 1.1e7 - (1.0e7 - 1.2e6).
+  assert rows[2].effective_all_macs == pytest.approx(2.2e6)
   for png in ("metric_vs_params.png", "metric_vs_macs.png"):
     assert (tmp_path / "out" / png).read_bytes()[:8] == PNG_MAGIC
+  assert not (tmp_path / "out" / "metric_vs_all_macs.png").exists()  # r_a lacks the count
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -226,15 +247,17 @@ def test_debug_sweep_launches_skips_when_rerun_and_collects(tmp_path, text_file)
     assert final["step"] == config["train"]["num_steps"] == 20
     assert table[name][4] == f"{model['params']:,}"
     assert table[name][5] == f"{model['macs_per_token']:,.0f}"
-    assert table[name][8] == f"{final['bpc']:.4g}"
-    assert table[name][9] == "20"
+    assert table[name][6] == f"{model['all_macs_per_token']:,.0f}"
+    assert model["all_macs_per_token"] > model["macs_per_token"]  # attention and logits
+    assert table[name][9] == f"{final['bpc']:.4g}"
+    assert table[name][10] == "20"
     assert table[name][3] == f"d_model {config['model']['d_model']}"
     assert rows[name].value == final["bpc"]
     assert final["bpc"] < 8.0  # better than uniform over bytes
   sizes = {n: rows[n].params for n in names}
   assert sizes["r_match-none_d32"] < sizes["r_match-none_d48"]
   assert sizes["m2r_match-none_d32"] == pytest.approx(4 * sizes["r_match-none_d32"], rel=0.1)
-  for png in ("metric_vs_params.png", "metric_vs_macs.png"):
+  for png in ("metric_vs_params.png", "metric_vs_macs.png", "metric_vs_all_macs.png"):
     assert (out / png).read_bytes()[:8] == PNG_MAGIC
 
 
@@ -256,11 +279,11 @@ def test_a_failed_run_is_recorded_and_started_again(tmp_path):
 def test_estimate_arithmetic_and_table():
   from experiments import estimate  # pylint: disable=g-import-not-at-top
   e = estimate.Estimate("imagenet_resnet50", "r_match-params", "width 1", 25_557_032, 4.1e9,
-                        "image", 90 * 1_281_167, 6 * 4.1e9 * 90 * 1_281_167)
-  assert e.hours(100.0) == pytest.approx(6 * 4.1e9 * 90 * 1_281_167 / 1e14 / 3600)
+                        4.2e9, "image", 90 * 1_281_167, 6 * 4.2e9 * 90 * 1_281_167)
+  assert e.hours(100.0) == pytest.approx(6 * 4.2e9 * 90 * 1_281_167 / 1e14 / 3600)
   text = estimate.markdown([e], tflops=100.0)
-  assert f"| `r_match-params` | width 1 | 25,557,032 | 4,100,000,000 | {e.flops:.3g} | " \
-         f"{e.hours(100.0):,.1f} |" in text
-  assert "6 x 4,100,000,000 MACs/image x 1.153e+08 images" in text
+  assert (f"| `r_match-params` | width 1 | 25,557,032 | 4,100,000,000 | 4,200,000,000 | "
+          f"{e.flops:.3g} | {e.hours(100.0):,.1f} |") in text
+  assert "6 x 4,200,000,000 all MACs/image x 1.153e+08 images" in text
   with pytest.raises(ValueError, match="no compute estimate for sweep 'cifar10_small'"):
     estimate.estimate("cifar10_small")

@@ -166,10 +166,58 @@ def test_tiny_model_cannot_be_matched():
 
 
 def test_unknown_match_kind():
-  with pytest.raises(ValueError, match="params, macs"):
-    matching.match_image_model(models.MODELS["cifar_resnet20"], "c", match="flops")
-  with pytest.raises(ValueError, match="params, macs"):
-    matching.model_size(lambda x: x, jnp.ones(2), match="flops")
+  with pytest.raises(ValueError, match="params, macs, flops"):
+    matching.match_image_model(models.MODELS["cifar_resnet20"], "c", match="joules")
+  with pytest.raises(ValueError, match="params, macs, flops"):
+    matching.model_size(lambda x: x, jnp.ones(2), match="joules")
+
+
+def test_image_models_match_flops_as_macs():
+  # Every multiply-add of a ResNet is in a weight layer: equal compute either way.
+  kwargs = dict(image_size=32, num_classes=10)
+  flops = matching.match_image_model(models.MODELS["cifar_resnet20"], "h", match="flops",
+                                     **kwargs)
+  macs = matching.match_image_model(models.MODELS["cifar_resnet20"], "h", match="macs", **kwargs)
+  assert flops == macs and flops.target == 40_813_184
+
+
+# Transformer-XL at equal FLOPs (all multiply-adds of a training segment): the attention and the
+# logits grow with the real width C·D, which weight-layer matching lets grow unchecked.
+LM_REFERENCE = dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_head=16, d_inner=256,
+                    mem_len=32)
+
+
+def _lm_all_macs(config, algebra):
+  from algebranets.models import transformer_xl as txl  # pylint: disable=g-import-not-at-top
+  return txl.model_costs(config, algebra, seq_len=32)
+
+
+@pytest.mark.parametrize("algebra", ["m2r", "h"])
+def test_transformer_xl_matched_flops(algebra):
+  from algebranets.models import transformer_xl as txl  # pylint: disable=g-import-not-at-top
+  reference = _lm_all_macs(LM_REFERENCE, "r")
+  # The hand count of the reference, independent of the code: per token, weight layers
+  # (q, o and the FFN on T positions; kv and r on K = 2T) ...
+  c, hch, f, t, v = 64, 64, 256, 32, 256
+  weights = 2 * (t * c * hch * 2 + 2 * t * c * 2 * hch + 2 * t * c * hch + 2 * t * c * f)
+  attention = 2 * 3 * t * (2 * t) * hch          # ... the scores and values over K keys
+  logits = t * v * c
+  assert (reference.macs, reference.all_macs) == (weights, weights + attention + logits)
+  assert reference.other_macs / reference.all_macs > 0.2   # a quarter of the work here
+
+  cfg = txl.matched_config(LM_REFERENCE, algebra, "flops", seq_len=32)
+  got = _lm_all_macs(cfg, algebra)
+  assert abs(got.all_macs / reference.all_macs - 1) <= 0.02
+  macs_cfg = txl.matched_config(LM_REFERENCE, algebra, "macs", seq_len=32)
+  by_macs = _lm_all_macs(macs_cfg, algebra)
+  if algebra == "m2r":
+    # 8 real multiplies per 4 components: at equal weight-layer MACs the real activation width
+    # C·D is √2 that of r, and so is the attention and logit work; equal FLOPs narrows it.
+    assert by_macs.all_macs > 1.05 * reference.all_macs
+    assert cfg["d_model"] < macs_cfg["d_model"]
+  else:
+    # h: 16 = D² multiplies per product, so equal MACs already keep r's real width.
+    assert abs(by_macs.all_macs / reference.all_macs - 1) <= 0.02
 
 
 def test_folded_layout_does_not_change_the_match():

@@ -155,3 +155,77 @@ def test_forward_pass_folded_and_unfolded():
   (y, _), (yf, _) = both(x)
   assert y.shape == (2, 3) and np.all(np.isfinite(y)) and np.std(y) > 0.1
   np.testing.assert_allclose(yf, y, atol=1e-5)
+
+
+# ------------------------------------------------------------------ padding
+from algebranets import nn as ann  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import naive  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _conv_calls(fn, x):
+  """Every nn.Conv2D call of fn(x, False) under jit: [(module, input, output)], params."""
+  modules = []
+
+  def recorded(x):
+    ios = []
+    modules.clear()  # jit may trace more than once; keep the last trace's modules
+
+    def interceptor(next_f, args, kwargs, context):
+      out = next_f(*args, **kwargs)
+      if isinstance(context.module, ann.Conv2D) and context.method_name == "__call__":
+        modules.append(context.module)
+        ios.append((args[0], out))
+      return out
+
+    with hk.intercept_methods(interceptor):
+      fn(x, False)
+    return ios
+
+  params, state = jax.jit(hk.transform_with_state(fn).init, static_argnums=2)(_key(), x, False)
+  ios, _ = jax.jit(hk.transform_with_state(recorded).apply)(params, state, None, x)
+  return [(m, xin, y) for m, (xin, y) in zip(modules, ios)], params
+
+
+def test_symmetric_padding_of_strided_depthwise_convs():
+  # Stride-2 stem and depthwise convs with padding 1 on each side, checked against the naive
+  # algebra conv on inputs padded by hand (then VALID); "SAME" pads them (0, 1) instead.
+  x = jnp.asarray(np.random.default_rng(7).standard_normal((2, 8, 8, 3)), F32)
+  for padding in ("symmetric", "same"):
+    fn = _forward(num_classes=3, algebra="c", width=0.25, blocks=TINY_BLOCKS, w_init=np_init(),
+                  padding=padding)
+    calls, params = _conv_calls(fn, x)
+    strided = [m.module_name for m, _, _ in calls if m.stride == (2, 2)]
+    assert strided == ["mobilenet_v1/stem_conv", "mobilenet_v1/block_1_depthwise"]
+    for module, xin, y in calls:
+      k = module.kernel_shape[0] // 2
+      xp = np.pad(np.asarray(xin, np.float64), ((0, 0), (k, k), (k, k), (0, 0), (0, 0)))
+      want = naive.conv2d(xp, params[module.module_name]["w"], "c", stride=module.stride,
+                          padding="VALID", groups=module.feature_group_count)
+      if padding == "symmetric" or module.stride == (1, 1):
+        np.testing.assert_allclose(y, want, atol=2e-5, err_msg=module.module_name)
+      else:
+        assert np.max(np.abs(np.asarray(y) - want)) > 0.1, module.module_name
+
+
+def test_padding_changes_no_parameters_or_macs():
+  images = S((1, 224, 224, 3), F32)
+  reports = [costs.model_costs(_forward(padding=p), images, False) for p in ("same", "symmetric")]
+  assert reports[0].total_params == reports[1].total_params == 4_231_976
+  assert reports[0].macs == reports[1].macs
+  assert reports[0].all_macs == reports[0].macs                      # no other multiply-adds
+
+
+def test_bfloat16_head_returns_float32_logits():
+  x = jnp.asarray(np.random.default_rng(8).standard_normal((2, 8, 8, 3)), F32)
+  f = hk.transform_with_state(_forward(num_classes=3, algebra="h", width=0.25,
+                                       blocks=TINY_BLOCKS, w_init=np_init()))
+  params, state = jax.jit(f.init, static_argnums=2)(_key(), x, True)
+  params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+  apply = lambda p, x: f.apply(p, state, None, x, True)[0]
+  jaxpr = jax.make_jaxpr(apply)(params16, x.astype(jnp.bfloat16))
+  dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+  head = dots[-1]                                                    # the fc layer
+  assert [v.aval.dtype for v in head.invars] == [F32, F32]
+  assert head.params["preferred_element_type"] == F32 and head.outvars[0].aval.dtype == F32
+  assert all(e.outvars[0].aval.dtype == jnp.bfloat16 for e in dots[:-1])
+  assert jaxpr.out_avals[0].dtype == F32

@@ -399,3 +399,191 @@ def test_folded_needs_matrix_algebra_and_componentwise_activation(kwargs, match)
   with pytest.raises(ValueError, match="folded layout"):
     hk.transform(lambda x: ann.BatchNorm(algebra="m2r", folded=True)(x, True)).init(
         None, jnp.ones((3, 4, 1)))
+
+
+# -------------------------------------------------------------- padding
+from tests import naive  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _record_calls(fn, x, types, is_training=False, params=None, state=None):
+  """Applies fn(x, is_training) under jit (fresh params unless given) and records the calls
+  of modules of `types`: returns ([(module, input, output)], params)."""
+  modules = []
+
+  def recorded(x):
+    ios = []
+    modules.clear()  # jit may trace more than once; keep the last trace's modules
+
+    def interceptor(next_f, args, kwargs, context):
+      out = next_f(*args, **kwargs)
+      if isinstance(context.module, types) and context.method_name == "__call__":
+        modules.append(context.module)
+        ios.append((args[0], out[0] if isinstance(out, tuple) else out))
+      return out
+
+    with hk.intercept_methods(interceptor):
+      fn(x, is_training)
+    return ios
+
+  f = hk.transform_with_state(recorded)
+  if params is None:
+    params, state = jax.jit(hk.transform_with_state(fn).init, static_argnums=2)(_key(), x,
+                                                                                 is_training)
+  ios, _ = jax.jit(f.apply)(params, state, None, x)
+  return [(m, xin, y) for m, (xin, y) in zip(modules, ios)], params
+
+
+def _module_params(params, module):
+  return params[module.module_name]
+
+
+def _symmetric_reference(module, x, w, name):
+  """The conv of `module` on x with k//2 zeros on each side, padded by hand, then VALID."""
+  (kh, kw), stride = module.kernel_shape, module.stride
+  xp = np.pad(np.asarray(x, np.float64),
+              ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0), (0, 0)))
+  return naive.conv2d(xp, w, name, stride=stride, padding="VALID",
+                      groups=module.feature_group_count)
+
+
+def _bottleneck_resnet(algebra, padding):
+  # An ImageNet stem (7×7/2 conv, 3×3/2 max pool) and two bottleneck stages: the second
+  # starts with a 3×3/2 conv beside a 1×1/2 projection shortcut.
+  return _forward(resnet.ResNet, blocks_per_stage=(1, 1), num_classes=3, stage_channels=(2, 3),
+                  bottleneck=True, stem="imagenet", algebra=algebra, w_init=np_init(),
+                  padding=padding)
+
+
+@pytest.mark.parametrize("name", ["r", "c"])
+def test_symmetric_padding_is_hand_padded_valid_conv(name):
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 16, 16, 3)), F32)
+  calls, params = _record_calls(_bottleneck_resnet(name, "symmetric"), x, (ann.Conv2D,))
+  strides = {}
+  for module, xin, y in calls:
+    w = _module_params(params, module)["w"]
+    np.testing.assert_allclose(y, _symmetric_reference(module, xin, w, name), atol=2e-5,
+                               err_msg=module.module_name)
+    strides[module.module_name.split("/")[-1]] = module.stride
+  # Every kind of strided layer was checked: the stem, a 3×3/2 branch and its 1×1/2 shortcut.
+  assert strides["stem_conv"] == (2, 2) and strides["shortcut_conv"] == (2, 2)
+  assert (2, 2) in [m.stride for m, _, _ in calls if m.module_name.endswith("conv_1")]
+
+  # "SAME" pads the stride-2 layers (2, 3) and (0, 1): one pixel off the symmetric grid.
+  calls, params = _record_calls(_bottleneck_resnet(name, "same"), x, (ann.Conv2D,))
+  module, xin, y = calls[0]
+  assert module.module_name.endswith("stem_conv")
+  reference = _symmetric_reference(module, xin, _module_params(params, module)["w"], name)
+  assert np.max(np.abs(np.asarray(y) - reference)) > 0.1
+  np.testing.assert_allclose(y, naive.conv2d(xin, _module_params(params, module)["w"], name,
+                                             stride=(2, 2), padding=((2, 3), (2, 3))),
+                             atol=2e-5)
+
+
+def test_symmetric_max_pool_pads_one_on_each_side():
+  # The stem's max pool (torchvision's MaxPool2d(3, 2, padding=1)): from the stem's
+  # activations (BN output, ReLU) to the first block's input, by hand with -inf padding.
+  x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 16, 16, 3)), F32)
+  for padding, pads in (("symmetric", (1, 1)), ("same", (0, 1))):
+    calls, _ = _record_calls(_bottleneck_resnet("r", padding), x, (ann.BatchNorm, ann.Conv2D))
+    stem_bn = next(y for m, _, y in calls if m.module_name.endswith("stem_batchnorm"))
+    block_in = next(xin for m, xin, _ in calls
+                    if m.module_name.endswith("stage_0_block_0/conv_0"))
+    a = np.maximum(np.asarray(stem_bn, np.float64), 0.0)                # [2, 8, 8, 2, 1]
+    a = np.pad(a, ((0, 0), pads, pads, (0, 0), (0, 0)), constant_values=-np.inf)
+    want = np.stack([np.stack([a[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
+                               for j in range(4)], axis=1) for i in range(4)], axis=1)
+    np.testing.assert_allclose(block_in, want, atol=1e-6, err_msg=padding)
+
+
+def test_symmetric_resnet_trains():
+  # Gradients flow through the explicitly padded convs and max pool (under jit, as in training).
+  x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 16, 16, 3)), F32)
+  f = hk.transform_with_state(_bottleneck_resnet("m2r", "symmetric"))
+  params, state = jax.jit(f.init, static_argnums=2)(_key(), x, True)
+  loss = lambda p: jnp.sum(f.apply(p, state, None, x, True)[0] ** 2)
+  grads = jax.jit(jax.grad(loss))(params)
+  stem = grads["res_net/stem_conv"]["w"]
+  assert np.all(np.isfinite(stem)) and np.abs(stem).max() > 0
+
+
+def test_padding_changes_no_parameters_or_macs():
+  images = S((1, 224, 224, 3), F32)
+  reports = {p: costs.model_costs(_forward(models.MODELS["resnet50"], padding=p), images, False)
+             for p in resnet.PADDINGS}
+  same, symmetric = reports["same"], reports["symmetric"]
+  assert symmetric.total_params == same.total_params == 25_557_032
+  assert symmetric.macs == same.macs == 4_089_184_256     # padded taps count (costs docstring)
+  assert [l.output_shape for l in symmetric.layers] == [l.output_shape for l in same.layers]
+  with pytest.raises(ValueError, match="padding"):
+    hk.transform_with_state(_forward(models.MODELS["resnet18"], padding="valid")).init(
+        _key(), jnp.ones((1, 32, 32, 3)), True)
+
+
+# ------------------------------------------------------- mixed precision head
+def _dots(jaxpr):
+  """(lhs dtype, rhs dtype, output dtype, preferred_element_type) of every dot_general."""
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      out.append((eqn.invars[0].aval.dtype, eqn.invars[1].aval.dtype, eqn.outvars[0].aval.dtype,
+                  eqn.params["preferred_element_type"]))
+    for v in eqn.params.values():
+      for sub in (v if isinstance(v, (tuple, list)) else [v]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          out += _dots(inner)
+  return out
+
+
+@pytest.mark.parametrize("head", ["linear", "component"])
+def test_bfloat16_head_is_computed_in_float32(head):
+  # A small ResNet over C under bfloat16 compute, as the train step runs it: parameters and
+  # images cast to bfloat16, batch statistics in the BNs.
+  bf16 = jnp.bfloat16
+  x = jnp.asarray(np.random.default_rng(6).standard_normal((4, 8, 8, 3)), F32)
+  fn = _forward(resnet.ResNet, blocks_per_stage=(1, 1), num_classes=10, stage_channels=(4, 8),
+                stem="cifar", algebra="c", w_init=np_init(), head=head, name="net")
+  head_type = ann.Project if head == "linear" else ann.Linear
+
+  def run(x):  # (logits, the head's input), the latter caught by an interceptor
+    caught = []
+
+    def interceptor(next_f, args, kwargs, context):
+      if isinstance(context.module, head_type) and context.method_name == "__call__":
+        caught.append(args[0])
+      return next_f(*args, **kwargs)
+
+    with hk.intercept_methods(interceptor):
+      logits = fn(x, True)
+    return logits, caught[0]
+
+  f = hk.transform_with_state(run)
+  params, state = jax.jit(f.init)(_key(), x)
+  params16 = jax.tree.map(lambda p: p.astype(bf16), params)
+  apply = jax.jit(lambda p, x: f.apply(p, state, None, x)[0])
+  (logits16, feats16), (logits32, _) = apply(params16, x.astype(bf16)), apply(params, x)
+  assert logits16.dtype == logits32.dtype == feats16.dtype == F32
+
+  # The convolutions run in bfloat16; the head's dot (the last one) takes float32 operands
+  # and accumulates and returns float32.
+  *convs, last = _dots(jax.make_jaxpr(apply)(params16, x.astype(bf16)).jaxpr)
+  assert convs and all(out == bf16 for _, _, out, _ in convs)
+  assert last == (F32, F32, F32, F32)
+
+  # Computed, not cast: the logits equal a float64 head applied to the model's own pooled
+  # float32 features and bfloat16 weights, to float32 rounding (a bfloat16 result, or
+  # bfloat16 weight sums on the Gauss path, would be off by up to 2^-9 ≈ 2e-3 relative).
+  h = np.asarray(feats16, np.float64)
+  scope = "net/logits" + ("/linear" if head == "linear" else "")
+  w, b = (np.asarray(params16[scope][k], np.float64) for k in ("w", "b"))
+  if head == "linear":
+    want = h.reshape(h.shape[0], -1) @ w + b
+  else:
+    want = (naive.dense(h, w, "c") + b)[..., 0]
+  np.testing.assert_allclose(logits16, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+  # And the whole bfloat16 network stays near float32: its activations carry bfloat16
+  # rounding (unit roundoff 2^-9 ≈ 0.2%) through 5 conv + BN layers, which amounts to a few
+  # percent of the logits' scale at most (measured about 1% here).
+  scale = np.abs(np.asarray(logits32)).max()
+  assert np.abs(np.asarray(logits16) - np.asarray(logits32)).max() < 0.05 * scale

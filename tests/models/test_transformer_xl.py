@@ -389,7 +389,7 @@ def test_bad_arguments_raise_value_errors():
   with pytest.raises(ValueError, match="activation"):
     build(activation="nope")
   with pytest.raises(ValueError, match="match"):
-    txl.matched_config(REFERENCE, "c", "flops")
+    txl.matched_config(REFERENCE, "c", "joules")
   f = _forward(TINY, "c")
   tokens = jax.ShapeDtypeStruct((1, 3), jnp.int32)
   params = jax.eval_shape(f.init, jax.random.PRNGKey(0), tokens)

@@ -24,10 +24,22 @@ def test_every_config_has_a_launch_command_a_debug_variant_and_every_block(name)
 
 
 def test_published_recipes():
+  # torchvision's ResNet-50 recipe (configs/imagenet_resnet50.py docstring).
   rn50 = load_config("imagenet_resnet50", "r")
-  assert (rn50.optimizer.name, rn50.optimizer.nesterov, rn50.optimizer.lr_batch_scale,
-          rn50.task.label_smoothing, rn50.train.num_epochs) == ("sgd", True, 256, 0.1, 90.0)
-  assert rn50.data.recipe == "inception" and rn50.optimizer.warmup_epochs == 5.0
+  assert (rn50.optimizer.name, rn50.optimizer.nesterov, rn50.optimizer.lr,
+          rn50.optimizer.lr_batch_scale, rn50.train.batch_size, rn50.task.label_smoothing,
+          rn50.train.num_epochs) == ("sgd", False, 0.1, 256, 256, 0.0, 90.0)
+  assert (rn50.optimizer.schedule, tuple(rn50.optimizer.decay_boundaries),
+          rn50.optimizer.warmup_epochs) == ("piecewise", (1 / 3, 2 / 3), 0.0)
+  assert (rn50.optimizer.weight_decay, rn50.optimizer.weight_decay_include) == (1e-4, ".*")
+  assert (rn50.model.padding, rn50.model.zero_init_last_bn) == ("symmetric", False)
+  assert rn50.data.recipe == "inception"
+  # GluonCV's mobilenet1.0 recipe (configs/imagenet_mobilenet_v1.py docstring).
+  mbv1 = load_config("imagenet_mobilenet_v1", "r")
+  assert (mbv1.optimizer.nesterov, mbv1.train.batch_size, mbv1.train.num_epochs,
+          mbv1.optimizer.warmup_epochs, mbv1.optimizer.weight_decay,
+          mbv1.optimizer.weight_decay_exclude, mbv1.task.label_smoothing,
+          mbv1.model.padding) == (True, 1024, 120.0, 5.0, 1e-4, "", 0.1, "symmetric")
   enwik8 = load_config("enwik8_transformer_xl", "r")
   assert (enwik8.model.n_layers, enwik8.model.d_model, enwik8.model.mem_len,
           enwik8.data.seq_len, enwik8.optimizer.lr, enwik8.optimizer.grad_clip_norm) == (
@@ -38,6 +50,8 @@ def test_published_recipes():
       150, 150, (20000, 40000, 200000))
   cifar = load_config("cifar10_resnet", "r,depth=56")
   assert cifar.model.name == "cifar_resnet56" and cifar.data.recipe == "cifar"
+  assert cifar.model.padding == "symmetric"
+  assert load_config("cifar10_resnet", "r,preset=small").model.padding == "same"  # as recorded
 
 
 def test_transformer_xl_recipes_are_the_pytorch_base_scripts():
@@ -64,8 +78,10 @@ def test_argument_parsing():
     config_lib.parse_arg("r,depht=3")
   with pytest.raises(ValueError, match=r"unknown config argument 'fast'.*'debug'"):
     config_lib.parse_arg("r,fast")
-  with pytest.raises(ValueError, match=r"unknown match 'flops'.*'params'"):
-    config_lib.parse_arg("r,match=flops")
+  assert config_lib.parse_arg("r,match=flops")["match"] == "flops"
+  with pytest.raises(ValueError, match=r"unknown match 'width'.*'params'.*'flops'"):
+    config_lib.parse_arg("r,match=width")
+  assert config_lib.parse_arg("r,match=width", match_kinds=config_lib.LM_MATCH_KINDS)
   with pytest.raises(ValueError, match=r"must start with an algebra"):
     config_lib.parse_arg("")
 
