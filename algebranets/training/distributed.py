@@ -11,6 +11,14 @@ slicing) and `global_batch` assembles the per-host numpy arrays into one global 
 `jax.make_array_from_process_local_data`: host p's rows are rows [p·B/P, (p+1)·B/P) of the
 global batch, on host p's devices.
 
+Batch layout (`batch_layout`, `BatchLayout`). A step computes k micro-batches (gradient
+accumulation, `train.microbatches`) of m rows on each of the N devices: B' = N·k·m rows. When
+the global batch B is not a multiple of N·k (WikiText-103's 60 on 8 devices), a language model's
+batch is padded: each host appends zero-weight rows to its own, so no row changes host, the loss
+is exactly the B real rows' and the data pipeline still yields B rows; classification (batch
+norm) is not padded and a batch that does not split stops with what to set. Evaluation batches
+are padded the same way, with masked rows, so eval.batch_size can be anything.
+
 Per-device RNG streams. A step's key is fold_in(run key, step). With the (default)
 partitionable threefry (`jax_threefry_partitionable`), random bits for an array sharded over
 the batch are generated shard by shard: every device computes only the bits of its own rows,
@@ -18,6 +26,7 @@ from counters that depend on the global position, never on the device count. So 
 has its own stream with no communication, dropout masks do not depend on how many devices there
 are, and a run on 8 devices reproduces the run on 1 (tests check this). (Folding the device
 index into the key would give streams too, but results would then change with the device count.)
+With micro-batches, micro-batch j draws from fold_in(step key, j) (see `step.make_train_step`).
 """
 
 from __future__ import annotations
