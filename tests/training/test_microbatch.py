@@ -336,3 +336,22 @@ def test_microbatches_and_device_batch_size_together_stop_the_run(byte_file, tmp
   with pytest.raises(ValueError, match=r"both set; set one of them"):
     train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow  # trains twice
+def test_a_padded_run_resumes_on_its_layout_and_says_so_on_another(byte_file, tmp_path):
+  config = load_config("quickstart", "r,debug,steps=4")
+  config.data.update(name="byte_file", path=str(byte_file))
+  # 3 rows in 2 micro-batches: padded to 4 rows, so the memories have 4 rows.
+  config.train.update(batch_size=3, microbatches=2, preempt_at_step=2, log_every=1)
+  first = train.train_and_evaluate(config, tmp_path / "run")
+  assert first["preempted"] and first["step"] == 2
+  config.train.update(microbatches=1, preempt_at_step=0)  # 3 rows, no padding: 3 memory rows
+  with pytest.raises(ValueError, match=r"holds Transformer-XL memories of 4 rows "
+                                       r"\(train\.batch_size=3 padded for 1 device\(s\) x 2 "
+                                       r"micro-batch\(es\)\).*Resume on 1 device\(s\) with "
+                                       r"train\.microbatches=2"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  config.train.microbatches = 2
+  resumed = train.train_and_evaluate(config, tmp_path / "run")
+  assert resumed["step"] == 4 and np.isfinite(resumed["train"]["loss"])
