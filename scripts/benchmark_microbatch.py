@@ -10,8 +10,8 @@ at one global batch, computed as 1 and as K micro-batches (`--microbatches`, def
 Memory: the compiled step's `memory_analysis()` -- temp bytes (XLA's scratch: activations,
 gradients in flight; what micro-batching divides) and the peak estimate arguments + outputs -
 donated + temp -- and, with --rss, the max RSS of a fresh process that compiles and runs that
-step alone (including the ~0.5 GB of the Python process, JAX and the compiler). Time: seconds per step, the
-variants timed round-robin in one process, minimum over --repeats. Ratios are K / 1.
+step alone (VmHWM; it includes the Python process, JAX and the compiler). Time: seconds per
+step, the variants timed round-robin in one process, minimum over --repeats. Ratios are K / 1.
 
 Usage:
   python scripts/benchmark_microbatch.py [--models resnet,transformer_xl] [--microbatches 4]
