@@ -178,7 +178,8 @@ class BatchLayout:
     return out
 
 
-def _multiples_around(value: int, unit: int) -> str:
+def multiples_around(value: int, unit: int) -> str:
+  """'lo or hi': the multiples of `unit` nearest `value` (for messages saying what to set)."""
   lo, hi = (value // unit) * unit, -(-value // unit) * unit
   return f"{hi}" if lo < 1 or lo == hi else f"{lo} or {hi}"
 
@@ -207,7 +208,7 @@ def batch_layout(batch_size: int, mesh: Mesh, *, microbatches: int = 1,
   if batch_size % p:
     raise ValueError(f"{what}={batch_size} must be a multiple of the number of hosts ({p}): "
                      f"every host reads {what} / {p} rows; set {what} to "
-                     f"{_multiples_around(batch_size, p)}")
+                     f"{multiples_around(batch_size, p)}")
   if microbatches < 1:
     raise ValueError(f"train.microbatches must be >= 1, got {microbatches}")
   if device_batch_size < 0:
@@ -230,7 +231,7 @@ def batch_layout(batch_size: int, mesh: Mesh, *, microbatches: int = 1,
   if not can_pad and batch_size % (n * k):
     message = (f"{what}={batch_size} does not split evenly over {n} device(s) x {k} "
                f"micro-batch(es){' (' + no_pad_reason + ')' if no_pad_reason else ''}; set "
-               f"{what} to {_multiples_around(batch_size, n * k)}")
+               f"{what} to {multiples_around(batch_size, n * k)}")
     if batch_size % n == 0 and k > 1:
       fits = [d for d in range(1, per_device + 1) if per_device % d == 0]
       message += (f", or train.microbatches to one of {fits} (divisors of the {per_device} rows "

@@ -173,8 +173,8 @@ class _Run:
         f"{saved['padded_size']} rows (train.batch_size={saved['batch_size']} padded for "
         f"{saved['devices']} device(s) x {saved['microbatches']} micro-batch(es)); this run "
         f"computes {self.layout.describe()}. Resume on {saved['devices']} device(s) with "
-        f"train.microbatches={saved['microbatches']}, or choose a train.batch_size that "
-        "divides both device counts")
+        f"train.microbatches={saved['microbatches']} (the memories of a padded batch are laid "
+        "out for them), or start a new workdir")
 
   def make_train_step(self):
     """The jitted train step of this run (step_lib.make_train_step)."""
@@ -352,6 +352,13 @@ def train_and_evaluate(config, workdir, *, mesh=None, evaluate_during_training: 
       log.info("%s at step %d of %d on %d device(s), %d process(es); batch: %s",
                "resuming" if resumed else "starting", start, run.num_steps,
                mesh.devices.size, jax.process_count(), run.layout.describe())
+      layout = run.layout
+      if layout.pad_rows:
+        unit = layout.devices * layout.microbatches
+        log.warning("train.batch_size=%d is padded with %d zero-weight rows per step (the "
+                    "loss is the real rows'); train.batch_size=%s would need no padding",
+                    layout.batch_size, layout.pad_rows,
+                    distributed.multiples_around(layout.batch_size, unit))
     return _train_loop(run, state, start, model, evaluate_during_training)
   finally:
     ckpt.close()
