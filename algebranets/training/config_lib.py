@@ -30,10 +30,29 @@ The blocks (`base_config`), read by `training.train` and nowhere else:
              builder's default, e.g. data_dir="" lets TFDS use ~/tensorflow_datasets)
   train      batch_size (global), num_steps or num_epochs, log_every, eval_every (0: at the
              end only), checkpoint_every, preempt_at_step (testing: act as if SIGTERM came
-             after that step)
-  eval       batch_size (global), splits (evaluated during training, () for all of the
-             dataset's; --mode=eval does every split of the dataset), checkpoint ("latest" or
-             "best", for --mode=eval)
+             after that step), partitionable_rng, and the batch's split on the devices:
+             microbatches       k: gradient accumulation inside the jitted step; the batch
+                                is computed as k micro-batches (rows j, j+k, ... of every
+                                device's rows) and one optimiser update follows. Loss,
+                                gradients and metrics are those of the whole batch (the mean
+                                over all its examples/tokens) and the memory is one
+                                micro-batch's; Transformer-XL memories stay with their rows.
+                                Batch norm uses each micro-batch's statistics (like per-device
+                                statistics) and updates its running averages once per step
+                                with their mean over the micro-batches. Dropout masks differ
+                                from the k = 1 run's (micro-batch j draws from fold_in(step
+                                key, j)). See training.step.make_train_step.
+             device_batch_size  instead of microbatches (0: unused): the most rows a device
+                                computes at once; k is derived (the fewest micro-batches that
+                                fit), so one config fits any device count.
+             A language-model batch that does not split over devices x micro-batches (60 on 8
+             devices) is padded, per host, with zero-weight rows (exactly the loss of the real
+             rows; a checkpoint then resumes on the same devices and k). Classification pads
+             nothing (padding rows would enter the batch-norm statistics): batch_size must be
+             a multiple of devices x k, and the error says which values fit.
+  eval       batch_size (global; any value: each host pads its rows with masked ones), splits
+             (evaluated during training, () for all of the dataset's; --mode=eval does every
+             split of the dataset), checkpoint ("latest" or "best", for --mode=eval)
   optimizer  see training.optim (name, lr, lr_batch_scale, schedule, warmup_steps or
              warmup_epochs, weight decay by name patterns, grad_clip_norm, ...)
   checkpoint keep (the latest K), keep_best, best_metric ("<split>/<metric>",
@@ -163,7 +182,8 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
   c.data = ml_collections.ConfigDict(dict(data))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=256, num_steps=0, num_epochs=0.0, log_every=100, eval_every=0,
-      checkpoint_every=1000, preempt_at_step=0, partitionable_rng=True))
+      checkpoint_every=1000, preempt_at_step=0, partitionable_rng=True, microbatches=1,
+      device_batch_size=0))
   c.eval = ml_collections.ConfigDict(dict(batch_size=256, splits=("valid",),
                                           checkpoint="latest"))
   c.optimizer = ml_collections.ConfigDict(dict(

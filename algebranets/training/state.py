@@ -8,8 +8,10 @@ B global batch rows, M memory length, C model width (elements), D algebra compon
   model_state  hk.State        non-trained state: batch-norm running statistics; {} if none
   opt_state    optax.OptState  the optimiser's state (momentum, Adam moments, schedule count)
   carry        pytree          state carried from one training batch to the next: the
-                               Transformer-XL memories, one [B, M, C, D] per layer, sharded
-                               over the batch like the data; () for tasks without one
+                               Transformer-XL memories, one [B', M, C, D] per layer, sharded
+                               over the batch like the data; () for tasks without one. B' is
+                               the batch with its padding rows (distributed.BatchLayout; B
+                               itself when the batch splits over devices x micro-batches)
   rng          uint32 [2]      the run's base PRNG key; step s uses fold_in(rng, s)
   masks        dict or ()      the pruning masks (`sparsity`): bool, True = kept, a nested dict
                                like `params` holding only the pruned weights ({module: {name:

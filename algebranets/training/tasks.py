@@ -76,6 +76,11 @@ class ClassificationTask:
   """Image classification (see the module docstring)."""
   name = "classification"
   unit = "examples"
+  # The batch array whose shape a training row mask takes (distributed.BatchLayout.pad); the
+  # trainer pads no classification batch (the padding rows would enter the batch-norm
+  # statistics), so training batches here never have one.
+  target_key = "label"
+  can_pad_train = False
 
   @staticmethod
   def best_metric(dataset) -> Tuple[str, str]:
@@ -135,7 +140,7 @@ class ClassificationTask:
     return ()
 
   def loss(self, params, model_state, carry, batch, rng):
-    """Label-smoothed cross-entropy on a training batch."""
+    """Label-smoothed cross-entropy on a training batch (mean over its examples)."""
     images = batch["image"].astype(self.compute_dtype)
     logits, model_state = self.net.apply(params, model_state, rng, images, True)
     logits = logits.astype(jnp.float32)                              # [B, K]
@@ -184,6 +189,10 @@ class LanguageModelTask:
   """Transformer-XL language modelling (see the module docstring)."""
   name = "language_model"
   unit = "tokens"
+  # Rows are independent streams: a padded training batch (a global batch that does not
+  # split over the devices, distributed.BatchLayout) gets a "mask" [B, T] like the targets.
+  target_key = "targets"
+  can_pad_train = True
 
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
@@ -260,11 +269,19 @@ class LanguageModelTask:
     return carry if carry else None
 
   def loss(self, params, model_state, carry, batch, rng):
-    """Mean nll per token of a training segment; the new memories are the next carry."""
+    """Mean nll per token of a training segment; the new memories are the next carry.
+
+    With a batch "mask" [B, T] (padding rows), the mean over the unmasked tokens.
+    """
     (nll, mems), model_state = self.net.apply(
         params, model_state, rng, batch["inputs"], self._mems_or_none(carry), True,
         batch["targets"])
-    loss = jnp.mean(nll.astype(jnp.float32))
+    nll = nll.astype(jnp.float32)                                    # [B, T]
+    if "mask" in batch:
+      mask = batch["mask"].astype(jnp.float32)
+      loss = jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    else:
+      loss = jnp.mean(nll)
     return loss, ({"bpc": loss / math.log(2)}, model_state, tuple(mems) if mems else ())
 
   def eval_sums(self, params, model_state, carry, batch):

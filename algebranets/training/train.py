@@ -118,8 +118,14 @@ class _Run:
     self.dataset = dataset
     self.is_main = jax.process_index() == 0
     self.task = tasks_lib.build(config, dataset)
-    self.batch_size = distributed.check_batch_size(config.train.batch_size, mesh,
-                                                   "train.batch_size")
+    tc = config.train
+    self.layout = distributed.batch_layout(
+        int(tc.batch_size), mesh, microbatches=int(tc.get("microbatches", 1)),
+        device_batch_size=int(tc.get("device_batch_size", 0)), can_pad=self.task.can_pad_train,
+        what="train.batch_size",
+        no_pad_reason=f"{self.task.name} pads no rows: they would enter the batch-norm "
+                      "statistics")
+    self.batch_size = self.layout.batch_size
     self.num_steps = int(config.train.num_steps)
     self.tx, self.schedule = optim.build(config.optimizer, self.num_steps, self.batch_size)
     self.pruner = _pruner(config, self.task, self.batch_size, self.num_steps)
@@ -127,7 +133,8 @@ class _Run:
       self.tx = sparsity.keep_pruned_zero(self.tx)
     self.compute_dtype = jnp.dtype(config.mixed_precision.compute_dtype)
     self.init_state, self.abstract_state, self.shardings = step_lib.make_init(
-        self.task, self.tx, mesh, self.batch_size, self.pruner)
+        self.task, self.tx, mesh, self.layout.padded_size, self.pruner,
+        init_rows=self.layout.microbatch_rows)
     ck = config.checkpoint
     self.checkpointer = checkpoint_lib.Checkpointer(
         self.workdir / CHECKPOINT_DIR, keep=ck.keep, keep_best=ck.keep_best,
@@ -138,14 +145,59 @@ class _Run:
     latest = self.checkpointer.latest_step() if step is None else step
     if latest is None:
       return self.init_state(jax.random.PRNGKey(self.config.seed)), False
+    self._check_carry_rows(latest)
     return self.checkpointer.restore(self.abstract_state, latest), True
 
+  def checkpoint_meta(self) -> Dict[str, Any]:
+    """What a checkpoint records besides the state: the experiment and the batch layout."""
+    layout = self.layout
+    return {"experiment": self.config.experiment,
+            "batch_layout": {"batch_size": layout.batch_size, "devices": layout.devices,
+                             "hosts": layout.hosts, "microbatches": layout.microbatches,
+                             "padded_size": layout.padded_size}}
+
+  def _check_carry_rows(self, step: int) -> None:
+    """ValueError if the checkpoint's carry has other rows than this run's layout gives.
+
+    A padded batch (distributed.BatchLayout) has as many carry rows as the padded batch,
+    which depends on the devices and micro-batches: such a checkpoint resumes on the layout
+    it was saved with.
+    """
+    if not jax.tree.leaves(self.abstract_state.carry):
+      return
+    saved = self.checkpointer.read_meta(step).get("batch_layout")
+    if not saved or saved["padded_size"] == self.layout.padded_size:
+      return
+    raise ValueError(
+        f"checkpoint {step} in {self.checkpointer.directory} holds Transformer-XL memories of "
+        f"{saved['padded_size']} rows (train.batch_size={saved['batch_size']} padded for "
+        f"{saved['devices']} device(s) x {saved['microbatches']} micro-batch(es)); this run "
+        f"computes {self.layout.describe()}. Resume on {saved['devices']} device(s) with "
+        f"train.microbatches={saved['microbatches']} (the memories of a padded batch are laid "
+        "out for them), or start a new workdir")
+
+  def make_train_step(self):
+    """The jitted train step of this run (step_lib.make_train_step)."""
+    return step_lib.make_train_step(
+        self.task, self.tx, self.schedule, self.shardings, self.mesh, self.compute_dtype,
+        bool(self.config.train.partitionable_rng), self.pruner,
+        microbatches=self.layout.microbatches)
+
+  def train_batch(self, local) -> dict:
+    """This host's training batch (real rows, from the dataset) as the global step input."""
+    return distributed.global_batch(self.layout.pad(local, mask_like=self.task.target_key),
+                                    self.mesh)
+
   def evaluate_split(self, state, split: str) -> Dict[str, float]:
-    """The task's metrics over every example (token) of `split`."""
-    batch_size = distributed.check_batch_size(self.config.eval.batch_size, self.mesh,
-                                              "eval.batch_size")
+    """The task's metrics over every example (token) of `split`.
+
+    eval.batch_size need not divide by the devices: each host pads its rows with masked ones.
+    """
+    layout = distributed.batch_layout(self.config.eval.batch_size, self.mesh,
+                                      what="eval.batch_size")
     rows = distributed.batch_sharded(self.mesh)
-    carry = jax.jit(lambda: self.task.init_carry(batch_size, False), out_shardings=rows)()
+    carry = jax.jit(lambda: self.task.init_carry(layout.padded_size, False),
+                    out_shardings=rows)()
     totals: Dict[str, float] = {}
     pending = None
 
@@ -153,10 +205,10 @@ class _Run:
       for k, v in distributed.tree_to_host(sums).items():
         totals[k] = totals.get(k, 0.0) + float(v)
 
-    for local in self.dataset.eval_batches(split, batch_size,
+    for local in self.dataset.eval_batches(split, layout.batch_size,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count()):
-      batch = distributed.global_batch(local, self.mesh)
+      batch = distributed.global_batch(layout.pad(local), self.mesh)
       sums, carry = self.eval_step(state.params, state.model_state, carry, batch)
       if pending is not None:  # fetch one batch behind, so the device keeps working
         add(pending)
@@ -212,7 +264,8 @@ def _model_summary(run: _Run, state) -> Dict[str, Any]:
   summary = dict(costs, algebra=run.config.algebra, model=run.config.model.to_dict(),
                  weight_decay=(optim.describe_mask(state.params, mask)
                                if run.config.optimizer.weight_decay else "none"),
-                 devices=int(run.mesh.devices.size), processes=jax.process_count())
+                 devices=int(run.mesh.devices.size), processes=jax.process_count(),
+                 batch_layout=run.layout.describe())
   if run.pruner is not None:
     summary["pruned"] = (f"{len(run.pruner.weights)} arrays "
                          f"({sum(math.prod(w.shape) for w in run.pruner.weights.values()):,} reals)")
@@ -296,9 +349,16 @@ def train_and_evaluate(config, workdir, *, mesh=None, evaluate_during_training: 
       log.info("resolved config:\n%s", config)
       log.info("model: %s", json.dumps(model))
       (run.workdir / "model.json").write_text(json.dumps(model, indent=2))
-      log.info("%s at step %d of %d on %d device(s), %d process(es)",
+      log.info("%s at step %d of %d on %d device(s), %d process(es); batch: %s",
                "resuming" if resumed else "starting", start, run.num_steps,
-               mesh.devices.size, jax.process_count())
+               mesh.devices.size, jax.process_count(), run.layout.describe())
+      layout = run.layout
+      if layout.pad_rows:
+        unit = layout.devices * layout.microbatches
+        log.warning("train.batch_size=%d is padded with %d zero-weight rows per step (the "
+                    "loss is the real rows'); train.batch_size=%s would need no padding",
+                    layout.batch_size, layout.pad_rows,
+                    distributed.multiples_around(layout.batch_size, unit))
     return _train_loop(run, state, start, model, evaluate_during_training)
   finally:
     ckpt.close()
@@ -309,9 +369,7 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
   tc = config.train
   writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_main, resume_step=start)
   progress = metrics_lib.Progress(run.num_steps, start, task.unit, enabled=run.is_main)
-  train_step = step_lib.make_train_step(task, run.tx, run.schedule, run.shardings, run.mesh,
-                                        run.compute_dtype, bool(tc.partitionable_rng),
-                                        run.pruner)
+  train_step = run.make_train_step()
   batches = run.dataset.train_batches(
       run.batch_size, process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start, seed=config.seed)
@@ -352,8 +410,7 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
   try:
     with StopSignal() as stop:
       for step in range(start, run.num_steps):
-        batch = distributed.global_batch(next(batches), run.mesh)
-        state, m = train_step(state, batch)
+        state, m = train_step(state, run.train_batch(next(batches)))
         s = step + 1
         pending.append((s, m))
         last = s == run.num_steps
@@ -374,7 +431,7 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
         if eval_now or last or preempted or s % tc.checkpoint_every == 0:
           flush(s)  # never save a state before its losses are known to be finite
           ckpt.save(s, state, metrics=_flat(last_eval) if eval_now else None,
-                    meta={"experiment": config.experiment})
+                    meta=run.checkpoint_meta())
         if eval_now or s % tc.checkpoint_every == 0:
           writer.flush()
           progress.reset_clock(s)  # evals and saves are not training time

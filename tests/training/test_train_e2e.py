@@ -1,6 +1,15 @@
 """Every experiment config's debug variant trains and evaluates end to end on CPU, from small
 files in the real formats: an enwik8 zip, WikiText-103 token files, image folders (PNG, JPEG)
-and TFDS datasets under tfds.testing.mock_data."""
+and TFDS datasets under tfds.testing.mock_data.
+
+Learning is asserted against known answers, with bounds between what a trained run and the same
+run with lr = 0 reach (measured once, 2026-12, this machine; the numbers are in each test), so a
+step that stops updating, or updates wrongly, fails: the enwik8 and WikiText-103 models must
+get well below the untrained model's valid bpc / perplexity, and ResNet-50 on the
+colour-coded image folder well below ln 3, the loss of a uniform guess over its 3 classes.
+The MobileNet (width 1/16) and the CIFAR (random mock labels) runs test their pipelines only:
+neither learns measurably in a debug-length run (measured).
+"""
 
 import json
 import math
@@ -36,12 +45,21 @@ def _check_run(result, workdir, config, split, metric):
   assert model["params"] > 0
 
 
+def _train_losses(workdir):
+  return [r["loss"] for r in metrics.read_jsonl(pathlib.Path(workdir), "train")]
+
+
 def test_enwik8_transformer_xl_debug_from_the_zip(enwik8_zip, tmp_path):
   config = load_config("enwik8_transformer_xl", "m2r,debug")
   config.data.path = str(enwik8_zip)
+  config.train.num_steps = 12
+  config.optimizer.lr = 1e-2
   result = train.train_and_evaluate(config, tmp_path / "run")
   _check_run(result, tmp_path / "run", config, "valid", "bpc")
-  assert result["eval"]["valid"]["bpc"] < 8.5
+  # Measured: valid bpc 3.77 after these 12 steps; 7.94 with lr = 0 (uniform: 8 bits).
+  assert result["eval"]["valid"]["bpc"] < 6.0
+  losses = _train_losses(tmp_path / "run")  # 5.52 at step 1; ~2.6 at the end (lr 0: 5.53)
+  assert np.mean(losses[-2:]) < losses[0] - 1.5
   # --mode=eval: the latest checkpoint on every split, with the longer eval memory, every
   # target byte once (a split of N bytes has N - 1 targets).
   results = train.evaluate(config, tmp_path / "run")
@@ -56,20 +74,33 @@ def test_enwik8_transformer_xl_debug_from_the_zip(enwik8_zip, tmp_path):
 def test_wikitext103_transformer_xl_debug_from_token_files(wikitext_dir, tmp_path):
   config = load_config("wikitext103_transformer_xl", "c,debug")
   config.data.path = str(wikitext_dir)
+  config.train.update(num_steps=20, eval_every=10, checkpoint_every=10)
+  config.optimizer.lr = 1e-2
   result = train.train_and_evaluate(config, tmp_path / "run")
   _check_run(result, tmp_path / "run", config, "valid", "ppl")
   saved = json.loads((tmp_path / "run" / "config.json").read_text())
   assert saved["model"]["vocab_size"] == 41  # 40 word types + <eos>
   assert saved["checkpoint"]["best_metric"] == "valid/ppl"
-  assert 1 < result["eval"]["valid"]["ppl"] < 100
+  # The words are drawn independently (Zipf), so the best possible model is the unigram one:
+  # valid perplexity 13.8 from the training counts. Measured: 14.7 after these 20 steps, 18.1
+  # with lr = 0 (uniform: 41). Far below 13.8 would mean the targets leak into the inputs.
+  assert 12.0 < result["eval"]["valid"]["ppl"] < 16.0
 
 
 def test_imagenet_resnet50_debug_from_a_jpeg_folder(tmp_path):
   folder = write_image_folder(tmp_path / "imagenet", ("train", "validation"), fmt="jpg")
   config = load_config("imagenet_resnet50", f"m2r,debug,folder={folder}")
+  config.train.update(num_steps=8, eval_every=4, checkpoint_every=4)
+  config.optimizer.update(lr=0.1, lr_batch_scale=0)  # the debug lr (0.1·8/256) learns nothing
   result = train.train_and_evaluate(config, tmp_path / "run")
   _check_run(result, tmp_path / "run", config, "validation", "top1")
   assert result["eval"]["validation"]["examples"] == 12  # every image, the last batch padded
+  # Each class has its own colour: learnable in a few steps. A uniform guess over the 3
+  # classes has loss ln 3 = 1.10 (label smoothing keeps it so). Measured: 1.59 at step 1,
+  # 0.66 over the last two steps; 1.52 with lr = 0. (Eval uses running batch-norm statistics,
+  # which 8 steps do not settle: not asserted.)
+  losses = _train_losses(tmp_path / "run")
+  assert np.mean(losses[-2:]) < 0.9
 
 
 def test_imagenet_mobilenet_v1_debug_from_a_png_folder(tmp_path):
@@ -77,7 +108,7 @@ def test_imagenet_mobilenet_v1_debug_from_a_png_folder(tmp_path):
   config = load_config("imagenet_mobilenet_v1", f"h,debug,folder={folder}")
   result = train.train_and_evaluate(config, tmp_path / "run")
   _check_run(result, tmp_path / "run", config, "val", "top5")
-  assert result["eval"]["val"]["top5"] == 1.0  # 3 classes: the true one is always in the top 5
+  assert result["eval"]["val"]["examples"] == 12  # every image once
 
 
 def test_cifar10_resnet_debug_from_mock_tfds(tmp_path):
@@ -88,7 +119,6 @@ def test_cifar10_resnet_debug_from_mock_tfds(tmp_path):
     result = train.train_and_evaluate(config, tmp_path / "run")
   _check_run(result, tmp_path / "run", config, "test", "top1")
   assert result["eval"]["test"]["examples"] == 20
-  assert 0.0 <= result["eval"]["test"]["top1"] <= 1.0
   # Weight decay went to conv and fc weights only: selected by name, not by rank.
   model = json.loads((tmp_path / "run" / "model.json").read_text())
   assert model["weight_decay"].startswith("20 of ")  # 19 convs (option-A shortcuts) + fc
