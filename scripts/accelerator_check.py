@@ -47,6 +47,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,11 +57,6 @@ import time
 from typing import Dict, List, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# This process only schedules and renders; the sections run in child processes. Keep it off the
-# accelerator: a backend initialised here would hold device memory the sections need.
-_SECTION_ENV = dict(os.environ)
-if "--run_section" not in sys.argv:
-  os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 import accelerator_sections as sections_lib  # noqa: E402
@@ -191,6 +187,8 @@ def render_block(report) -> str:
            f"Command: `{report['command']}`  ",
            f"Date: {report['date']}  ",
            f"Machine: {info.get('machine', 'unknown (the devices section did not run)')}  ",
+           "Packages: " + ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items())
+           + "  ",
            f"Budget: {report['budget_s']:.0f} s; wall time {report['wall_s']:.0f} s; "
            f"algebras {', '.join(report['algebras'])}"]
   for name, res in report["sections"].items():
@@ -222,6 +220,21 @@ def summary_lines(report) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- parent side
+def section_cap(sections_left: List[str], left: float, shares: Dict[str, float],
+                fixed: Dict[str, float]) -> float:
+  """Seconds for sections_left[0], with `left` seconds for all of sections_left.
+
+  A section with a fixed cap gets it (if the later fixed caps leave that much); the others
+  share what the fixed caps leave, in proportion to `shares`.
+  """
+  name, later = sections_left[0], sections_left[1:]
+  free = left - sum(fixed[s] for s in later if s in fixed)
+  if name in fixed:
+    return min(fixed[name], free)
+  flexible = [s for s in sections_left if s not in fixed]
+  return free * shares[name] / sum(shares[s] for s in flexible)
+
+
 def _run_child(name: str, argv: List[str], cap: float, tmp: pathlib.Path, env) -> dict:
   """Runs one section in a subprocess killed at `cap` seconds; its result dict."""
   path = tmp / f"{name}.json"
@@ -297,6 +310,11 @@ def merge(path: str, write_path: str) -> None:
 
 
 def parent_main(args) -> int:
+  """Runs the sections one by one in child processes; writes and prints the results."""
+  import jax
+  # This process only schedules and renders. Keep it off the accelerator: a backend initialised
+  # here would hold device memory that the sections need.
+  jax.config.update("jax_platforms", "cpu")
   profile = sections_lib.profile_of(args)
   sections = ["devices"] + [s for s in args.sections if s != "devices"]
   write_path = args.write
@@ -305,8 +323,8 @@ def parent_main(args) -> int:
                   if args.reduced else str(ROOT / "BENCHMARKS.md"))
   out_dir = args.out if args.out is not None else os.environ.get("OUT") or None
   child_argv = list(args.argv)  # the children get the options given here
-  env = dict(_SECTION_ENV, PYTHONPATH=os.pathsep.join(
-      [str(ROOT)] + [p for p in _SECTION_ENV.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
   if profile.host_devices:
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
                         f"{profile.host_devices}").strip()
@@ -322,13 +340,7 @@ def parent_main(args) -> int:
         f"writing {write_path}" + (f" and {out_dir}" if out_dir else ""), flush=True)
   for i, name in enumerate(sections):
     left = profile.budget_s - (time.time() - start)
-    later_fixed = sum(args.cap[s] for s in sections[i + 1:] if s in args.cap)
-    if name in args.cap:
-      cap = min(args.cap[name], left - later_fixed)
-    else:  # a share of what the sections left without a fixed cap have
-      flexible = [s for s in sections[i:] if s not in args.cap]
-      shares = profile.shares
-      cap = (left - later_fixed) * shares[name] / sum(shares[s] for s in flexible)
+    cap = section_cap(sections[i:], left, profile.shares, args.cap)
     if cap < MIN_CAP_S:
       res = {"status": "not run", "error": f"the budget was spent ({left:.0f} s left)",
              "rows": [], "notes": [], "info": {}, "not_run": [], "wall_s": 0.0}
@@ -348,6 +360,7 @@ def parent_main(args) -> int:
       write_outputs(report, write_path, out_dir)
       break
   block = write_outputs(report, write_path, out_dir)
+  shutil.rmtree(tmp, ignore_errors=True)
   print()
   print(block)
   print("\n".join(summary_lines(report)))

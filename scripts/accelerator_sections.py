@@ -41,7 +41,6 @@ import json
 import math
 import pathlib
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any, Dict, Optional
@@ -52,6 +51,8 @@ sys.path.insert(0, str(ROOT))
 import benchmark_ops  # noqa: E402  (house benchmark helpers: timing)
 
 SECTION_NAMES = ("devices", "multidevice", "ops", "resnet50", "transformer_xl", "decode")
+# Versions recorded by `devices` (the device image brings its own, see accelerator_check.sh).
+PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "orbax-checkpoint", "ml-collections", "numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +79,12 @@ class Profile:
 PROFILES = {
     "accelerator": Profile(
         budget_s=450.0, algebras=("r", "c", "h", "m2r", "m4r"), host_devices=0,
-        # Planned from the sizes: ~10 s to start a section, compiles of ~20 s (ResNet-50) and
-        # ~10 s (Transformer-XL) per model, 9 models each.
-        shares=dict(devices=30, multidevice=30, ops=40, resnet50=200, transformer_xl=140,
+        # Guessed, not measured (no accelerator yet): ~10 s to start a section, compiles of
+        # ~20 s (ResNet-50) and ~10 s (Transformer-XL) per model, 9 models each.
+        shares=dict(devices=25, multidevice=25, ops=50, resnet50=200, transformer_xl=140,
                     decode=40),
         peak_size=8192, md_batch_per_device=2, md_steps=5,
-        ops=dict(width=4096, batch=4096, conv_width=256, conv_batch=32, image=28, repeats=10),
+        ops=dict(width=4096, batch=4096, conv_width=256, conv_batch=32, image=28, repeats=5),
         config_variant="", images_per_device=128, image_size=0, lm_batch=22,
         match_tolerance=0.0, train_steps=5, train_repeats=3,
         decode=dict(decode_width=1024, decode_layers=4, decode_mem=128, decode_tokens=128,
@@ -120,6 +121,9 @@ class Context:
   def __init__(self, args, profile: Profile, result_path: str, deadline: float):
     self.args, self.profile, self.deadline = args, profile, deadline
     self.path = pathlib.Path(result_path)
+    # Scratch space (workdirs, a corpus) beside the result, removed by the driver at the end.
+    self.workdir = self.path.with_name(self.path.stem + "_work")
+    self.workdir.mkdir(parents=True, exist_ok=True)
     self.data: Dict[str, Any] = {"status": "running", "rows": [], "notes": [], "info": {},
                                  "not_run": [], "error": None}
     self.save()
@@ -148,22 +152,28 @@ def json_default(o):
 
 def section_devices(ctx: Context) -> None:
   """Devices, versions, and the bf16 matmul rate (the training rows' ceiling)."""
+  import importlib.metadata
   import jax
   import jax.numpy as jnp
-  import numpy as np
   devices = jax.devices()
   info = ctx.data["info"]
   info.update(platform=devices[0].platform, device_kind=devices[0].device_kind,
               count=len(devices), processes=jax.process_count(), jax=jax.__version__,
               python=sys.version.split()[0], machine=benchmark_ops._machine())
+  packages = {}
+  for name in PACKAGES:
+    try:
+      packages[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      packages[name] = "missing"
+  info["packages"] = packages
   ctx.save()
   if info["platform"] == "cpu" and not (ctx.args.reduced or ctx.args.allow_cpu):
     raise CheckFailed("JAX sees only CPU devices: no accelerator (is the CUDA or TPU plugin of "
                       "jax installed? `python3 -m pip list | grep jax`); use --reduced for a CPU "
                       "run, or --allow_cpu to time the full sizes on the CPU anyway")
   n = ctx.profile.peak_size
-  rng = np.random.default_rng(0)
-  a, b = (jnp.asarray(rng.normal(size=(n, n)), jnp.bfloat16) for _ in range(2))
+  a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jnp.bfloat16) for i in range(2))
   run = benchmark_ops._timer(jax.jit(lambda a, b: a @ b), a, b)
   t = benchmark_ops._best_times({"matmul": run}, 10)["matmul"]
   info.update(peak_size=n, peak_tflops=2 * n ** 3 / t / 1e12)
@@ -188,7 +198,7 @@ def section_multidevice(ctx: Context) -> None:
   jax.config.update("jax_default_matmul_precision", "highest")
   devices = jax.devices()
   n = len(devices)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix="accel_md_"))
+  tmp = ctx.workdir
   config = train_cli._load_config(str(ROOT / "configs/enwik8_transformer_xl.py") + ":r,debug")
   config.data.path = str(_corpus(tmp / "corpus.txt"))
   batch = ctx.profile.md_batch_per_device * n
@@ -364,17 +374,26 @@ def _build_train_case(section: str, algebra: str, match: str, ctx: Context, mesh
              macs_per_unit=float(costs[macs_key]), batch=batch, units_per_step=units,
              match_s=match_s, compile_s=compile_s, first_step_s=first_step_s,
              xla_flops_per_step=_xla_flops(compiled))
-  carry = {"state": state, "metrics": metrics}
-  steps = profile.train_steps
+  return row, _TrainRunner(compiled, state, metrics, batch_arrays, profile.train_steps)
 
-  def runner():
+
+class _TrainRunner:
+  """Calling it runs `steps` train steps on its state (donated and replaced); seconds per step."""
+
+  def __init__(self, compiled, state, metrics, batch, steps: int):
+    self.compiled, self.state, self.metrics, self.batch, self.steps = (
+        compiled, state, metrics, batch, steps)
+
+  def __call__(self) -> float:
+    import jax
     t = time.perf_counter()
-    for _ in range(steps):
-      carry["state"], carry["metrics"] = compiled(carry["state"], batch_arrays)
-    jax.block_until_ready(carry["state"])
-    return (time.perf_counter() - t) / steps
-  runner.loss = lambda: float(carry["metrics"]["loss"])
-  return row, runner
+    for _ in range(self.steps):
+      self.state, self.metrics = self.compiled(self.state, self.batch)
+    jax.block_until_ready(self.state)
+    return (time.perf_counter() - t) / self.steps
+
+  def loss(self) -> float:
+    return float(self.metrics["loss"])
 
 
 def train_cases(algebras, compute_kind: str):
@@ -394,7 +413,6 @@ def _section_train(ctx: Context, section: str) -> None:
   info = ctx.data["info"]
   info.update(compute_match=compute_kind, devices=int(mesh.devices.size),
               unit=TRAIN_MODELS[section][1], steps_per_call=ctx.profile.train_steps)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"accel_{section}_"))
   rows, runners = ctx.data["rows"], {}
   longest, step_sum = 0.0, 0.0
   for algebra, match in train_cases(ctx.args.algebras, compute_kind):
@@ -408,8 +426,8 @@ def _section_train(ctx: Context, section: str) -> None:
       continue
     t0 = time.time()
     try:
-      row, runner = _build_train_case(section, algebra, match, ctx, mesh, tmp / key.replace(
-          "/", "_"))
+      row, runner = _build_train_case(section, algebra, match, ctx, mesh,
+                                      ctx.workdir / f"{algebra}_{match}")
     except Exception as e:  # pylint: disable=broad-except  (one model's failure, recorded)
       if algebra == "r":
         raise
@@ -424,11 +442,10 @@ def _section_train(ctx: Context, section: str) -> None:
     step_sum += row["first_step_s"]
     print(f"{section} {key}: {row['size']}, compile {row['compile_s']:.1f} s", flush=True)
     ctx.save()
-  # Timed rounds: every compiled model in turn, as many rounds as fit (at most train_repeats).
-  round_s = ctx.profile.train_steps * step_sum
+  # One untimed round (caches warm, first-call allocations done) gives the time of a round;
+  # then as many timed rounds as fit (at most train_repeats), every model in turn.
+  round_s = ctx.profile.train_steps * sum(run() for run in runners.values())
   repeats = int(max(1, min(ctx.profile.train_repeats, (ctx.left() - 1.0) // max(round_s, 1e-9))))
-  for run in runners.values():
-    run()  # one untimed call each: caches warm, the first-step allocations done
   times = benchmark_ops._best_times(runners, repeats)
   info["repeats"] = repeats
   by_key = {f"{r['algebra']}/{r['match']}": r for r in rows}

@@ -167,3 +167,43 @@ def test_bad_arguments_name_the_choices():
   proc = subprocess.run([sys.executable, str(SCRIPT), "--reduced", "--algebras", "m2r"],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "include it" in proc.stderr
+
+
+def _driver():
+  sys.path.insert(0, str(ROOT / "scripts"))
+  import accelerator_check  # pylint: disable=g-import-not-at-top
+  return accelerator_check
+
+
+def test_caps_share_the_budget_left_and_respect_fixed_caps():
+  cap = _driver().section_cap
+  shares = {"a": 1.0, "b": 3.0, "c": 4.0}
+  assert cap(["a", "b", "c"], 80.0, shares, {}) == pytest.approx(10.0)
+  assert cap(["b", "c"], 70.0, shares, {}) == pytest.approx(30.0)  # a's unused time flows on
+  # A fixed cap comes off the top; the others share the rest.
+  assert cap(["a", "b", "c"], 80.0, shares, {"c": 20.0}) == pytest.approx(15.0)
+  assert cap(["c"], 20.0, shares, {"c": 25.0}) == pytest.approx(20.0)  # never beyond the budget
+
+
+def test_rows_that_failed_or_did_not_run_are_in_the_tables():
+  driver = _driver()
+  row = dict(size="width 1", params=100, macs_per_unit=1e9, batch=8, units_per_step=8,
+             compile_s=2.0, xla_flops_per_step=6e10, status="ok")
+  rows = [dict(row, algebra="r", match="none", step_s=0.01, units_per_s=800.0),
+          dict(row, algebra="m2r", match="params", step_s=0.04, units_per_s=200.0),
+          dict(algebra="m2r", match="macs", status="not run: time cap"),
+          dict(algebra="h", match="params", status="failed: ValueError: no width")]
+  res = {"status": "failed", "error": "h/params: failed", "not_run": ["m2r/macs"], "notes": [],
+         "rows": rows, "info": dict(unit="images", devices=1, steps_per_call=5, repeats=3,
+                                    compute_match="macs")}
+  report = {"sections": {"devices": {"info": {"peak_tflops": 100.0}}}}
+  text = "\n".join(driver.render_train(res, report))
+  params_table, macs_table = text.split("**Equal macs**")
+  m2r = _table_rows(params_table, "m2r")[0]
+  assert m2r[4] == "200" and m2r[5] == "40"          # images/s, step ms
+  assert m2r[6] == "0.25"                            # speed vs r: 10 ms / 40 ms
+  assert m2r[7] == "1.2" and m2r[8] == "1.5"         # 6·1e9·200 and 6e10 / 0.04 s, in TFLOP/s
+  assert m2r[9] == "1%"                              # 1.2 of a 100 TFLOP/s matmul
+  assert _table_rows(params_table, "h")[0][-1] == "failed: ValueError: no width"
+  assert _table_rows(macs_table, "m2r")[0][-1] == "not run: time cap"
+  assert driver.status_text(res) == "FAILED: h/params: failed"
