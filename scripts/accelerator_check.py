@@ -28,11 +28,18 @@ was killed or was not run, 2 for bad arguments.
 
 Reduced mode (--reduced): the same sections through the same functions at CPU sizes (the
 configs' debug variants, tiny layers, 2 simulated CPU devices, algebras r and m2r), writing to
-a temporary file unless --write says otherwise, never to BENCHMARKS.md by default.
-tests/test_accelerator_check.py runs it in CI.
+a temporary file unless --write says otherwise, never to BENCHMARKS.md by default. About three
+minutes on two CPU cores, nearly all of it XLA compiling; tests/test_accelerator_check.py runs
+it in CI.
 
-On the accelerator machine use scripts/accelerator_check.sh, which installs the wheels carried
-in .whl/ (its header has the exact device command). To bring the result home:
+On an accelerator machine, run it through scripts/accelerator_check.sh, which installs the
+wheels carried in .whl/ if there are any. On this workplace's device machine (no network; its
+image lacks dm-haiku, ml-collections, tensorboardX, jmp): here, once,
+
+  bash scripts/accelerator_check.sh --prepare-wheels
+
+then the device tool's `run` with command `bash scripts/accelerator_check.sh`, carry [".whl"]
+and timeout_s 540; and here, to bring the block home,
 
   python scripts/accelerator_check.py --merge <files_at>/accelerator_check.md
 """
@@ -170,6 +177,8 @@ def status_text(res) -> str:
     return f"partial: time cap, not run: {', '.join(res['not_run'])}"
   if s in ("failed", "killed", "not run"):
     return f"{s.upper()}: {res.get('error') or ''}".rstrip(": ")
+  if res.get("info", {}).get("single_device"):
+    return f"{s} (one device: nothing to compare)"
   return s
 
 

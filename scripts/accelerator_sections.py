@@ -207,8 +207,10 @@ def section_multidevice(ctx: Context) -> None:
   config.eval.batch_size = batch
   meshes = [("all", devices)] + ([("one", devices[:1])] if n > 1 else [])
   if n == 1:
-    ctx.note("one device: trained on it; there is no second mesh to compare with (this is "
-             "not a multi-device check; run it on a machine with several devices)")
+    ctx.data["info"]["single_device"] = True
+    ctx.note("One device: the model trained on it, but there is no second mesh to compare "
+             "with, so this is not a multi-device check (that needs a machine with several "
+             "devices).")
   out = {}
   for name, devs in meshes:
     workdir = tmp / name

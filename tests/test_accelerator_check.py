@@ -207,3 +207,18 @@ def test_rows_that_failed_or_did_not_run_are_in_the_tables():
   assert _table_rows(params_table, "h")[0][-1] == "failed: ValueError: no width"
   assert _table_rows(macs_table, "m2r")[0][-1] == "not run: time cap"
   assert driver.status_text(res) == "FAILED: h/params: failed"
+
+
+def test_the_accelerator_run_stops_at_once_when_jax_sees_only_cpus(tmp_path):
+  # A broken accelerator plugin makes JAX fall back to the CPU: the check must not then spend
+  # the device machine's minutes timing accelerator sizes on its CPU.
+  md = tmp_path / "BENCHMARKS.md"
+  proc = subprocess.run([sys.executable, str(SCRIPT), "--sections", "ops,decode", "--write",
+                         str(md), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 1, proc.stdout[-4000:]
+  sections = json.loads((tmp_path / "out" / "accelerator_check.json").read_text())["sections"]
+  assert sections["devices"]["status"] == "failed"
+  assert "JAX sees only CPU devices" in sections["devices"]["error"]
+  assert sections["ops"]["status"] == sections["decode"]["status"] == "not run"
+  assert re.search(r"<!-- accelerator-cpu-x\d+:begin -->", md.read_text())
