@@ -334,9 +334,8 @@ def parent_main(args) -> int:
   child_argv = list(args.argv)  # the children get the options given here
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-  if profile.host_devices:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
-                        f"{profile.host_devices}").strip()
+  if profile.xla_flags:
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {profile.xla_flags}".strip()
   command = os.environ.get("ACCELERATOR_CHECK_COMMAND") or (
       "python scripts/accelerator_check.py " + " ".join(args.argv)).strip()
   report = {"command": command, "reduced": args.reduced,

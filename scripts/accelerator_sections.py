@@ -61,7 +61,7 @@ class Profile:
   budget_s: float
   shares: dict               # section -> relative time (the driver's caps)
   algebras: tuple
-  host_devices: int          # simulated CPU devices (XLA_FLAGS); 0 leaves XLA_FLAGS alone
+  xla_flags: str             # added to the sections' XLA_FLAGS
   peak_size: int             # N of the N×N×N bf16 matmul of `devices`
   md_batch_per_device: int
   md_steps: int
@@ -78,7 +78,7 @@ class Profile:
 
 PROFILES = {
     "accelerator": Profile(
-        budget_s=450.0, algebras=("r", "c", "h", "m2r", "m4r"), host_devices=0,
+        budget_s=450.0, algebras=("r", "c", "h", "m2r", "m4r"), xla_flags="",
         # Guessed, not measured (no accelerator yet): ~10 s to start a section, compiles of
         # ~20 s (ResNet-50) and ~10 s (Transformer-XL) per model, 9 models each.
         shares=dict(devices=25, multidevice=25, ops=50, resnet50=200, transformer_xl=140,
@@ -90,7 +90,10 @@ PROFILES = {
         decode=dict(decode_width=1024, decode_layers=4, decode_mem=128, decode_tokens=128,
                     repeats=5)),
     "reduced": Profile(
-        budget_s=1200.0, algebras=("r", "m2r"), host_devices=2, peak_size=256,
+        budget_s=1200.0, algebras=("r", "m2r"), peak_size=256,
+        # 2 simulated CPU devices; XLA:CPU's LLVM optimisations off, which takes about 40% off
+        # the compile times that make up most of this mode (its timings mean nothing anyway).
+        xla_flags="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0",
         # A safety net: XLA:CPU compiles dominate (about 25 s of CPU per ResNet-18 model, 12 s
         # per Transformer-XL, 30 s for the two multidevice runs).
         shares=dict(devices=30, multidevice=150, ops=60, resnet50=400, transformer_xl=250,
@@ -315,33 +318,40 @@ def _xla_flops(compiled) -> Optional[float]:
   return float(flops) if flops and flops > 0 else None
 
 
-def _build_train_case(section: str, algebra: str, match: str, ctx: Context, mesh, workdir):
-  """(row, runner) of one model: its config resolved and its train step compiled."""
-  import jax
-  import numpy as np
+def train_config(section: str, algebra: str, match: str, profile: Profile, devices: int):
+  """(config, synthetic dataset) of one throughput case: the config file's, with the profile's
+  batch and bf16 compute, resolved (matched) by `train.resolve_config`."""
   from algebranets import train as train_cli
-  from algebranets.training import distributed, train
-  from algebranets.training import step as step_lib
-  profile = ctx.profile
+  from algebranets.training import train
   file, _ = TRAIN_MODELS[section]
   arg = algebra + ("" if match == "none" else f",match={match}") + profile.config_variant
   config = train_cli._load_config(f"{ROOT / 'configs' / file}:{arg}")
-  n = mesh.devices.size
   if section == "resnet50":
-    batch = profile.images_per_device * n
+    batch = profile.images_per_device * devices
     if profile.image_size:
       config.data.image_size = profile.image_size
   else:
-    batch = -(-profile.lm_batch // n) * n
+    batch = -(-profile.lm_batch // devices) * devices  # the global batch, split evenly
   config.train.update(batch_size=batch, num_steps=1000, num_epochs=0.0)
   config.eval.batch_size = batch
   config.optimizer.update(warmup_epochs=0.0, warmup_steps=10)
   config.mixed_precision.compute_dtype = "bfloat16"
   if profile.match_tolerance:
     config.match_tolerance = profile.match_tolerance
-  t0 = time.time()
   dataset = _synthetic_dataset(config)
-  config = train.resolve_config(config, dataset)
+  return train.resolve_config(config, dataset), dataset
+
+
+def _build_train_case(section: str, algebra: str, match: str, ctx: Context, mesh, workdir):
+  """(row, runner) of one model: its config resolved and its train step compiled."""
+  import jax
+  import numpy as np
+  from algebranets.training import distributed, train
+  from algebranets.training import step as step_lib
+  profile = ctx.profile
+  t0 = time.time()
+  config, dataset = train_config(section, algebra, match, profile, int(mesh.devices.size))
+  batch = int(config.train.batch_size)
   match_s = time.time() - t0
   run = train._Run(config, workdir, mesh, dataset)  # the trainer's task, optimiser, shardings
   try:

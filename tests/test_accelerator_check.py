@@ -222,3 +222,21 @@ def test_the_accelerator_run_stops_at_once_when_jax_sees_only_cpus(tmp_path):
   assert "JAX sees only CPU devices" in sections["devices"]["error"]
   assert sections["ops"]["status"] == sections["decode"]["status"] == "not run"
   assert re.search(r"<!-- accelerator-cpu-x\d+:begin -->", md.read_text())
+
+
+def test_a_rerun_on_the_same_devices_replaces_its_block(tmp_path):
+  driver = _driver()
+  md = tmp_path / "BENCHMARKS.md"
+  md.write_text(PREFACE)
+  devices = {"status": "ok", "rows": [], "notes": [], "not_run": [], "wall_s": 1.0,
+             "info": dict(device_kind="NVIDIA H200", count=1, machine="m", peak_size=8,
+                          peak_tflops=700.0)}
+  for date in ("2026-12-01", "2026-12-02"):
+    report = dict(command="c", reduced=False, date=date, budget_s=450.0, wall_s=1.0,
+                  algebras=["r"], sections={"devices": devices})
+    driver.write_outputs(report, str(md), None)
+  text = md.read_text()
+  assert text.startswith(PREFACE)
+  assert text.count("<!-- accelerator-nvidia-h200-x1:begin -->") == 1
+  assert "Date: 2026-12-02" in text and "2026-12-01" not in text
+  assert "700.0 TFLOP/s" in text
