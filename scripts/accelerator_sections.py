@@ -7,7 +7,8 @@ leaves what it measured. Every section reuses the code users and the other bench
   devices         what JAX sees (device kind and count, platform, versions) and the TFLOP/s of
                   one large bf16 matmul, the ceiling the training rows are read against. Fails
                   (and the check stops) if an accelerator run finds only CPU devices.
-  multidevice     tests/training/test_multidevice.py on the real devices: a few steps of the
+  multidevice     the check of tests/training/test_multidevice.py on the real devices (that
+                  test itself needs 8 simulated CPU devices): a few steps of the
                   enwik8 debug Transformer-XL (dropout on, memories carried and sharded) through
                   `train.train_and_evaluate` on a mesh of every device and on a mesh of one;
                   losses, validation bpc, parameters and memories compared, matmuls at
@@ -193,7 +194,7 @@ def _corpus(path: pathlib.Path, size: int = 24_000) -> pathlib.Path:
 
 
 def section_multidevice(ctx: Context) -> None:
-  """test_multidevice's check on the real devices (see the module docstring)."""
+  """tests/training/test_multidevice.py's check on the real devices (see the module docstring)."""
   import jax
   import numpy as np
   from algebranets import train as train_cli
