@@ -151,12 +151,21 @@ def bench_train(args, rng):
 
 
 # ----------------------------------------------------------------- decode
-def bench_decode(args, rng):
+def decode_results(args, rng, algebra_names=DECODE_ALGEBRAS):
+  """Batch-1 decoding of `algebra_names` (with "r") at the real model's parameters, timed
+  round-robin.
+
+  Returns one dict per algebra: algebra, d_model, d_inner, params, macs_per_token,
+  tokens_per_s, vs_real (tokens/s / the real model's), macs_vs_real.
+  """
   ref = dict(vocab_size=256, d_model=args.decode_width, n_layers=args.decode_layers, n_heads=8,
              d_head=args.decode_width // 8, d_inner=4 * args.decode_width, mem_len=args.decode_mem)
+  if "r" not in algebra_names:
+    raise ValueError(f"decoding compares with the real model: algebras {list(algebra_names)} "
+                     "must include 'r'")
   runs, rows = {}, {}
   prompt = jnp.asarray(rng.integers(0, 256, size=(1, 1)), jnp.int32)
-  for name in DECODE_ALGEBRAS:
+  for name in algebra_names:
     config = ref if name == "r" else txl.matched_config(ref, name, match="params")
     model_fn = lambda config=config, name=name: txl.TransformerXL(**config, algebra=name)
     init = hk.transform(lambda t, fn=model_fn: fn()(t, None, False))
@@ -170,14 +179,28 @@ def bench_decode(args, rng):
     rows[name] = (config, per_token.total_params, per_token.macs)
     jax.block_until_ready(runs[name]())  # compile
   t = _best_of_round_robin(runs, args.repeats)
-  lines = ["| algebra | d_model / d_inner | params | MACs/token | tokens/s | tokens/s vs real "
-           "| MACs/token vs real |", "|---|---|---|---|---|---|---|"]
+  out = []
   for name, (config, params, macs) in rows.items():
     tps = args.decode_tokens / t[name]
-    lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {params:,} | {macs:,} "
-                 f"| {tps:.1f} | {t['r'] / t[name]:.2f} | {macs / rows['r'][2]:.2f} |")
+    out.append(dict(algebra=name, d_model=config["d_model"], d_inner=config["d_inner"],
+                    params=params, macs_per_token=macs, tokens_per_s=tps,
+                    vs_real=t["r"] / t[name], macs_vs_real=macs / rows["r"][2]))
     print("decode", name, f"{tps:.1f} tokens/s", flush=True)
+  return out
+
+
+def decode_table(results):
+  lines = ["| algebra | d_model / d_inner | params | MACs/token | tokens/s | tokens/s vs real "
+           "| MACs/token vs real |", "|---|---|---|---|---|---|---|"]
+  for r in results:
+    lines.append(f"| {r['algebra']} | {r['d_model']} / {r['d_inner']} | {r['params']:,} "
+                 f"| {r['macs_per_token']:,} | {r['tokens_per_s']:.1f} | {r['vs_real']:.2f} "
+                 f"| {r['macs_vs_real']:.2f} |")
   return "\n".join(lines)
+
+
+def bench_decode(args, rng):
+  return decode_table(decode_results(args, rng))
 
 
 # ------------------------------------------------------------------- dot

@@ -153,10 +153,13 @@ def markdown_header(argv):
 
 
 def markdown_table(rows, argv):
+  return markdown_header(argv) + "\n\n" + markdown_rows(rows)
+
+
+def markdown_rows(rows):
+  """The table of `bench_case` results, without the header lines."""
   opt = lambda v: "" if v is None else f"{v:.2f}"
   lines = [
-      markdown_header(argv),
-      "",
       "| op | algebra | path | C | fwd FLOP/s vs real | fwd+bwd FLOP/s vs real "
       "| fwd speed vs expanded | fwd+bwd speed vs expanded | fwd+bwd GMAC/s "
       "| fwd+bwd kept-folded speed-up | fwd+bwd kept-folded FLOP/s vs real | fwd+bwd gauss speed-up |",
@@ -182,6 +185,25 @@ def write_section(path, section, text):
     f.write(new)
 
 
+def run_case(kind, name, args, rng):
+  """bench_case for one layer kind ("dense" or "conv") and algebra name, printed as a line.
+
+  `args` holds main's options (the conv layers use args.conv_width).
+  """
+  alg = algebras.get(name)
+  sub = argparse.Namespace(**vars(args))
+  if kind == "conv":
+    sub.width = args.conv_width
+  r = bench_case(kind, alg, sub, rng)
+  print(f"{kind:5s} {alg.name:6s} path={r['path']:8s} C={r['c']:4d} | " + " | ".join(
+      f"{mode}: {r[mode]['flops_vs_real']:.2f}x real FLOP/s, "
+      f"{r[mode]['speedup_vs_expanded']:.2f}x vs expanded, {r[mode]['gmacs_per_s']:.1f} GMAC/s"
+      + (f", kept layout {r[mode]['kept_speedup']:.2f}x" if r[mode]["kept_speedup"] else "")
+      + (f", gauss {r[mode]['gauss_speedup']:.2f}x" if r[mode]["gauss_speedup"] else "")
+      for mode in ("fwd", "fwd+bwd")), flush=True)
+  return r
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--kind", default="dense,conv")
@@ -197,21 +219,8 @@ def main(argv=None):
   p.add_argument("--section", default="ops", help="name of the marked block in --write")
   args = p.parse_args(argv)
   rng = np.random.default_rng(0)
-  rows = []
-  for kind in args.kind.split(","):
-    for name in args.algebras.split(","):
-      alg = algebras.get(name)
-      sub = argparse.Namespace(**vars(args))
-      if kind == "conv":
-        sub.width = args.conv_width
-      r = bench_case(kind, alg, sub, rng)
-      rows.append(r)
-      print(f"{kind:5s} {alg.name:6s} path={r['path']:8s} C={r['c']:4d} | " + " | ".join(
-          f"{mode}: {r[mode]['flops_vs_real']:.2f}x real FLOP/s, "
-          f"{r[mode]['speedup_vs_expanded']:.2f}x vs expanded, {r[mode]['gmacs_per_s']:.1f} GMAC/s"
-          + (f", kept layout {r[mode]['kept_speedup']:.2f}x" if r[mode]["kept_speedup"] else "")
-          + (f", gauss {r[mode]['gauss_speedup']:.2f}x" if r[mode]["gauss_speedup"] else "")
-          for mode in ("fwd", "fwd+bwd")), flush=True)
+  rows = [run_case(kind, name, args, rng)
+          for kind in args.kind.split(",") for name in args.algebras.split(",")]
   table = markdown_table(rows, argv)
   if args.markdown:
     print()
