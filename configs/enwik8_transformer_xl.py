@@ -35,9 +35,9 @@ Remaining differences (also in docs/reproducing.md):
   * every validation uses the eval.py settings above; the reference validates during training
     with eval_tgt_len 128, mem_len 896, no clamping, no same_length, and uses eval.py only for
     the final test number. Validation every 4,000 steps as the reference
-  * eval batch 16 (a multiple of 1, 8 and 16 devices; on 32 or 64 devices set
-    --config.eval.batch_size=32 or 64) instead of 10: 6 more streams start without context;
-    every target but the split's first is scored once (the reference: 10·(N//10 - 1))
+  * eval batch 10 as the reference (padded with masked streams to a multiple of the devices;
+    on several hosts it must divide by the host count, e.g. --config.eval.batch_size=12 on 4),
+    but every target of a split except its first is scored once (the reference: 10·(N//10 - 1))
   * algebra models only: weight layers use the algebra form of N(0, 0.02)
     (nn.initializers.RealEquivalentNormal: each component N(0, 0.02²·D/g)), attention is real
     over each head's Ch·D components (scale 1/sqrt(Ch·D)), width matching sets d_model etc.
@@ -61,7 +61,7 @@ def get_config(arg=None):
                 proportional=False, reference_tokens=True))
   c.train.update(batch_size=22, num_steps=400_000, log_every=200, eval_every=4_000,
                  checkpoint_every=4_000)
-  c.eval.update(batch_size=16, splits=("valid",))
+  c.eval.update(batch_size=10, splits=("valid",))
   c.optimizer.update(name="adam", lr=2.5e-4, b1=0.9, b2=0.999, eps=1e-8, schedule="cosine",
                      warmup_steps=0, end_lr_ratio=0.0, grad_clip_norm=0.25, weight_decay=0.0)
   if args["debug"]:

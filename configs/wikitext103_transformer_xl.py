@@ -35,8 +35,9 @@ Remaining differences (also in docs/reproducing.md):
   * every validation uses the eval.py settings above (the reference validates during training
     with eval_tgt_len 150, mem_len 150, and uses eval.py for the final test number);
     validation every 4,000 steps as the reference
-  * eval batch 16 instead of 10 (a multiple of 1, 8 and 16 devices; set eval.batch_size=32 or
-    64 on those device counts); every target but the split's first is scored once
+  * eval batch 10 as the reference (padded with masked streams to a multiple of the devices;
+    on several hosts it must divide by the host count); every target but the split's first is
+    scored once (the reference: 10·(N//10 - 1))
   * the reference reads cluster i's log-probability from head column -i (reversed cluster
     order); here column V_0 + i - 1. With i.i.d. initial rows this only relabels parameters
   * algebra models only: the algebra form of N(0, 0.02) for weight layers
@@ -62,7 +63,7 @@ def get_config(arg=None):
                 eval_seq_len=64))
   c.train.update(batch_size=60, num_steps=200_000, log_every=200, eval_every=4_000,
                  checkpoint_every=4_000)
-  c.eval.update(batch_size=16, splits=("valid",))
+  c.eval.update(batch_size=10, splits=("valid",))
   c.optimizer.update(name="adam", lr=2.5e-4, b1=0.9, b2=0.999, eps=1e-8, schedule="cosine",
                      warmup_steps=0, end_lr_ratio=0.0, grad_clip_norm=0.25, weight_decay=0.0)
   if args["debug"]:

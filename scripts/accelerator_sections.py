@@ -347,8 +347,7 @@ def _build_train_case(section: str, algebra: str, match: str, ctx: Context, mesh
   """(row, runner) of one model: its config resolved and its train step compiled."""
   import jax
   import numpy as np
-  from algebranets.training import distributed, train
-  from algebranets.training import step as step_lib
+  from algebranets.training import train
   profile = ctx.profile
   t0 = time.time()
   config, dataset = train_config(section, algebra, match, profile, int(mesh.devices.size))
@@ -356,9 +355,9 @@ def _build_train_case(section: str, algebra: str, match: str, ctx: Context, mesh
   match_s = time.time() - t0
   run = train._Run(config, workdir, mesh, dataset)  # the trainer's task, optimiser, shardings
   try:
-    step = step_lib.make_train_step(run.task, run.tx, run.schedule, run.shardings, run.mesh,
-                                    run.compute_dtype, bool(config.train.partitionable_rng),
-                                    run.pruner)
+    # The trainer's own step and batch layout: micro-batches and, for a language-model batch
+    # that does not split over the devices (22 on 8), zero-weight padding rows.
+    step = run.make_train_step()
     t0 = time.time()
     state = run.init_state(jax.random.PRNGKey(config.seed))
     rng = np.random.default_rng(0)
@@ -368,7 +367,7 @@ def _build_train_case(section: str, algebra: str, match: str, ctx: Context, mesh
         local[key] = rng.normal(size=spec.shape).astype(spec.dtype)
       else:
         local[key] = rng.integers(0, dataset.int_range, size=spec.shape).astype(spec.dtype)
-    batch_arrays = distributed.global_batch(local, mesh)
+    batch_arrays = run.train_batch(local)
     compiled = step.lower(state, batch_arrays).compile()
     compile_s = time.time() - t0
     t0 = time.time()
