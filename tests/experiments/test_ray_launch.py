@@ -225,11 +225,14 @@ def _metrics(workdir, split):
 
 
 def _table_rows(markdown: str):
-  rows = {}
+  """{run name: {column header: cell}} of the results.md table (by name: columns get added)."""
+  rows, columns = {}, None
   for line in markdown.splitlines():
+    if line.startswith("| run |"):
+      columns = [c.strip() for c in line.strip("|").split("|")][1:]
     m = re.match(r"\| `([^`]+)` \|(.*)\|$", line)
     if m:
-      rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+      rows[m.group(1)] = dict(zip(columns, (c.strip() for c in m.group(2).split("|"))))
   return rows
 
 
@@ -277,11 +280,13 @@ def test_debug_lm_sweep_runs_on_both_nodes_and_collects(debug_lm_on_ray, tmp_pat
     model = json.loads((root / name / "model.json").read_text())
     config = json.loads((root / name / "config.json").read_text())
     assert final["step"] == config["train"]["num_steps"] == 20
-    assert table[name][4] == f"{model['params']:,}"
-    assert table[name][5] == f"{model['macs_per_token']:,.0f}"
-    assert table[name][8] == f"{final['bpc']:.4g}"
-    assert table[name][9] == "20"
-    assert table[name][3] == f"d_model {config['model']['d_model']}"
+    row = table[name]
+    assert row["params"] == f"{model['params']:,}"
+    assert row["MACs/token"] == f"{model['macs_per_token']:,.0f}"
+    assert row["all MACs/token"] == f"{model['all_macs_per_token']:,.0f}"
+    assert row["test/bpc"] == f"{final['bpc']:.4g}"
+    assert row["steps"] == "20"
+    assert row["width / d_model"] == f"d_model {config['model']['d_model']}"
     assert rows[name].value == final["bpc"] < 8.0
 
 

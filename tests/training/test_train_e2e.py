@@ -56,10 +56,12 @@ def test_enwik8_transformer_xl_debug_from_the_zip(enwik8_zip, tmp_path):
   config.optimizer.lr = 1e-2
   result = train.train_and_evaluate(config, tmp_path / "run")
   _check_run(result, tmp_path / "run", config, "valid", "bpc")
-  # Measured: valid bpc 3.77 after these 12 steps; 7.94 with lr = 0 (uniform: 8 bits).
-  assert result["eval"]["valid"]["bpc"] < 6.0
-  losses = _train_losses(tmp_path / "run")  # 5.52 at step 1; ~2.6 at the end (lr 0: 5.53)
-  assert np.mean(losses[-2:]) < losses[0] - 1.5
+  # The config scores the reference tokens (newlines dropped): this corpus has 39 symbols
+  # (uniform: log2 39 = 5.29 bits). Measured (2026-12-02): valid bpc 3.55 after these 12 steps,
+  # 5.46 with lr = 0.
+  assert result["eval"]["valid"]["bpc"] < 4.5
+  losses = _train_losses(tmp_path / "run")  # 3.79 at step 1; 2.52 at the end (lr 0: 3.76)
+  assert np.mean(losses[-2:]) < losses[0] - 0.8
   # --mode=eval: the latest checkpoint on every split, with the longer eval memory, every
   # target byte once (a split of N bytes has N - 1 targets).
   results = train.evaluate(config, tmp_path / "run")
