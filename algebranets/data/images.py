@@ -50,6 +50,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from algebranets import errors
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -471,9 +473,19 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
     if split not in found:
       raise FileNotFoundError(f"expected the split directory {root / split} ({layout}); "
                               f"found splits {found}")
-  class_names = sorted({d.name for s in splits for d in (root / s).iterdir() if d.is_dir()})
+  labels_in = {s: {d.name for d in (root / s).iterdir() if d.is_dir()} for s in splits}
+  class_names = sorted(set().union(*labels_in.values()))
   if not class_names:
     raise FileNotFoundError(f"no label directories under {root}/{{{','.join(splits)}}} ({layout})")
+  # A class no training image has would be an output the model never learns (and every test
+  # image of it an error): refuse it rather than count it.
+  untrained = {s: sorted(labels_in[s] - labels_in[train_split]) for s in eval_splits}
+  if any(untrained.values()):
+    where = "; ".join(f"{names} only in {root / s}" for s, names in untrained.items() if names)
+    raise errors.DataError(
+        f"image folder {root}: class(es) {where}, with no training images in "
+        f"{root / train_split}; add their training images, or remove them from the eval "
+        "split(s)")
   label_of = {name: i for i, name in enumerate(class_names)}
   data, labels = {}, {}
   for split in splits:
@@ -488,6 +500,13 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
     limit = train_examples if split == train_split else eval_examples
     if limit:
       files = _balanced_subset(files, limit)
+      left_out = [class_names[label] for label, fs in zip(split_labels, files) if not fs]
+      if split == train_split and left_out:
+        raise errors.DataError(
+            f"image folder {root}: train_examples={limit} keeps no training image of class(es) "
+            f"{left_out} (it takes limit // K of each of the K={len(files)} classes, one more "
+            f"for the first limit % K); set train_examples to at least {len(files)}, or 0 for "
+            "all")
     split_labels = [label for label, fs in zip(split_labels, files) for _ in fs]
     files = [f for fs in files for f in fs]
     if not files:
