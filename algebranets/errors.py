@@ -161,15 +161,19 @@ def _to_log_files(error: BaseException, msg: str, *args) -> list:
   return files
 
 
-def report(error: BaseException, *, verbose: bool = False, stream=None) -> int:
+def report(error: BaseException, *, verbose: bool = False, stream=None,
+           hint: Optional[str] = None) -> int:
   """Reports user error `error`: one line on `stream` (stderr), the traceback with `verbose`
-  and in every log file of the project's logger. Returns the exit status, 1."""
+  and in every log file of the project's logger. Returns the exit status, 1.
+
+  The line ends with where the traceback is (a log file, or --verbose), or with `hint`.
+  """
   stream = stream or sys.stderr
-  files = _to_log_files(error, "error: %s", message(error))
+  files = _to_log_files(error, "%s", message(error))
   if verbose:
     traceback.print_exception(type(error), error, error.__traceback__, file=stream)
-  where = (f"traceback in {files[0].baseFilename}" if files and not verbose else
-           "--verbose shows the traceback" if not verbose else "")
+  where = (hint if hint else "" if verbose else
+           f"traceback in {files[0].baseFilename}" if files else "--verbose shows the traceback")
   stream.write(f"error: {message(error)}" + (f" ({where})" if where else "") + "\n")
   stream.flush()
   return 1
@@ -186,6 +190,6 @@ def run_cli(main: Callable[..., Optional[int]], *args, **kwargs) -> int:
   except Exception as e:  # pylint: disable=broad-except
     if is_user_error(e):
       return report(e, verbose=verbose_requested())
-    _to_log_files(e, "unexpected error (a bug, please report it): %s", type(e).__name__)
+    _to_log_files(e, "%s: a bug, please report it (traceback below)", type(e).__name__)
     raise
   return 0 if status is None else int(status)

@@ -20,12 +20,18 @@ import argparse
 import datetime
 import importlib.util
 import json
-import logging
 import pathlib
+import shlex
 import sys
 import time
 
+from algebranets import errors
+from algebranets import logs
+
+logs.quiet_startup()  # before anything loads TensorFlow or libtpu
+
 CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "quickstart.py"
+LOG_FILE = "quickstart.log"  # in the run folder: the log, and the traceback of any error
 
 
 def load_config(arg: str):
@@ -90,25 +96,30 @@ def main(argv=None) -> int:
   parser.add_argument("--match", default="params", help="none, params, macs or width")
   parser.add_argument("--workdir", default="runs/quickstart", help="parent of the run folder")
   parser.add_argument("--debug", action="store_true", help="tiny models, a few steps")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print the traceback of an error too (it is always in the run "
+                           f"folder's {LOG_FILE})")
   args = parser.parse_args(argv)
 
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-checkpoint chatter
-  from algebranets.training import train  # pylint: disable=g-import-not-at-top
-
+  log = logs.setup()  # the trainer's format; libraries (orbax, jax) only for warnings
   start = time.time()
   root = pathlib.Path(args.workdir) / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   algebras = [a.strip() for a in args.algebras.split(",") if a.strip()]
-  rows, workdirs = [], []
-  for algebra in algebras:
+  configs = {}
+  for algebra in algebras:  # every config checked before the first model trains
     arg = f"{algebra},match={args.match}"
     if args.steps:
       arg += f",steps={args.steps}"
     if args.debug:
       arg += ",debug"
-    config = load_config(arg)
+    configs[algebra] = load_config(arg)
+  logs.add_file(root / LOG_FILE, header=shlex.join(
+      ["python", "-m", "algebranets.quickstart", *(sys.argv[1:] if argv is None else argv)]))
+  from algebranets.training import train  # pylint: disable=g-import-not-at-top
+  rows, workdirs = [], []
+  for algebra, config in configs.items():
     workdir = root / algebra
-    logging.info("=== %s: training in %s", algebra, workdir)
+    log.info("=== %s: training in %s", algebra, workdir)
     result = train.train_and_evaluate(config, workdir)
     spec = result["config"]
     rows.append({
@@ -134,4 +145,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(errors.run_cli(main))

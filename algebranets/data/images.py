@@ -42,15 +42,18 @@ told not to take any GPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import pathlib
+import sys
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from algebranets import errors
+from algebranets import logs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,10 +77,19 @@ def _missing_extra(e: ImportError) -> ModuleNotFoundError:
       "requirements-lock.txt`", name=e.name)
 
 
+def _quiet_import(module: str):
+  """Holds back TensorFlow's C++ start-up lines (logs.quiet_stderr) on its first import."""
+  if module in sys.modules:
+    return contextlib.nullcontext()
+  logs.quiet_startup()
+  return logs.quiet_stderr()
+
+
 def _tf():
   """TensorFlow, imported on first use and kept off the accelerators JAX uses."""
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with _quiet_import("tensorflow"):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise _missing_extra(e) from e
   try:
@@ -89,7 +101,8 @@ def _tf():
 
 def _tfds():
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    with _quiet_import("tensorflow_datasets"):
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise _missing_extra(e) from e
   return tfds
