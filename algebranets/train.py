@@ -31,6 +31,8 @@ import importlib.util
 import pathlib
 import shlex
 import sys
+import threading
+import time
 
 from algebranets import logs
 
@@ -145,6 +147,19 @@ def main(argv):
                                evaluate_during_training=_MODE.value == "train_and_eval")
   except train.NonFiniteLossError as e:  # a diverged run: the message names the step and
     raise errors.UserError(str(e)) from e  # the last good checkpoint
+  finally:
+    _join_background_threads(timeout_s=60)
+
+
+def _join_background_threads(timeout_s: float) -> None:
+  """Waits (up to timeout_s in all) for the threads a library left running. Orbax's checkpoint
+  manager starts a thread that cleans up temporary checkpoint folders and close() does not wait
+  for it: a run that ends within a second (e.g. on an error) would shut the interpreter down
+  under it and print its 40-line traceback after ours."""
+  deadline = time.monotonic() + timeout_s
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join(max(0.0, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,23 @@ def test_missing_data_file_and_missing_checkpoint_are_one_line_with_the_tracebac
   assert "Traceback" not in err
 
 
+def test_empty_or_too_short_text_file_is_one_line_naming_file_and_split(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_bytes(b"")
+  code, _, err = _run(f"--config={LM}:r,debug,path={empty}", f"--workdir={tmp_path / 'w'}")
+  assert code == 1 and "Traceback" not in err
+  (line,) = _error_lines(err)
+  assert re.search(r"empty\.txt \(0 bytes\): its 'train' split has 0 token", line), line
+  # 200 bytes: a 180-byte training split, short of the debug batch (16 rows of 16, + 1).
+  code, _, err = _run(f"--config={LM}:r,debug,path={_corpus(tmp_path, 200)}",
+                      f"--workdir={tmp_path / 'w2'}")
+  assert code == 1 and "Traceback" not in err
+  (line,) = _error_lines(err)
+  assert re.search(r"corpus\.txt: the 'train' split has 180 tokens, too few for 16 rows of "
+                   r"16-token segments.*at least 257", line), line
+  assert not (tmp_path / "w2" / "checkpoints").exists() and "model:" not in err
+
+
 def test_verbose_prints_the_traceback_too(tmp_path):
   code, _, err = _run(f"--config={LM}:r,debug,path={tmp_path / 'none.txt'}",
                       f"--workdir={tmp_path / 'w'}", "--verbose")
