@@ -24,7 +24,8 @@ import logging
 import os
 import pathlib
 import sys
-from typing import Optional
+import tempfile
+from typing import Callable, Optional
 
 LOGGER = "algebranets"
 CONSOLE_FORMAT = "%(asctime)s %(name)s: %(message)s"
@@ -113,17 +114,27 @@ def setup(level: int = logging.INFO) -> logging.Logger:
   return log
 
 
-def add_file(path, *, header: Optional[str] = None,
-             level: int = logging.INFO) -> logging.FileHandler:
+def add_file(path, *, header: Optional[str] = None, level: int = logging.INFO,
+             ready: Optional[Callable[[], bool]] = None) -> logging.FileHandler:
   """Also logs into `path` (appended, its folder created): the project's records and the
   libraries' warnings, with the date; first `header` (e.g. the command line), in the file only.
-  Returns the handler."""
+
+  With `ready`, nothing is written to `path` until ready() is true (checked at each record):
+  the records wait in memory, so a command that stops before it owns its workdir (a refusal:
+  the workdir belongs to another run, or another process holds it) leaves that workdir as it
+  was. If it ends with an error before then, the records and the traceback go to a file in the
+  temporary directory instead (the handler's `baseFilename` names it).
+  Returns the handler.
+  """
   path = pathlib.Path(path).absolute()
   for handler in logging.getLogger(LOGGER).handlers:
     if isinstance(handler, logging.FileHandler) and handler.baseFilename == str(path):
       return handler
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+  if ready is None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+  else:
+    handler = DeferredFileHandler(path, ready)
   handler.setLevel(level)
   handler.setFormatter(Formatter(CONSOLE_FORMAT, FILE_DATEFMT))
   if header:
@@ -132,6 +143,41 @@ def add_file(path, *, header: Optional[str] = None,
   logging.getLogger(LOGGER).addHandler(handler)
   logging.getLogger().addHandler(handler)
   return handler
+
+
+class DeferredFileHandler(logging.FileHandler):
+  """A log file written only once ready() is true (see `add_file`). Until then records are held
+  in memory; an error record before then sends them all to a new temporary file instead.
+  `baseFilename` is where they went (or will go)."""
+
+  def __init__(self, path: pathlib.Path, ready: Callable[[], bool]):
+    super().__init__(path, encoding="utf-8", delay=True)
+    self._ready = ready
+    self._held: Optional[list] = []  # None once the records go to a file
+
+  def emit(self, record):
+    if self._held is not None:
+      ready = self._ready()
+      if not ready and record.levelno < logging.ERROR:
+        self._held.append(record)
+        return
+      if not ready:  # an error ends the command before it wrote to its workdir
+        fd, self.baseFilename = tempfile.mkstemp(prefix="algebranets-", suffix=".log")
+        os.close(fd)
+      self._release()
+    super().emit(record)
+
+  def _release(self):
+    held, self._held = self._held, None
+    for r in held:
+      super().emit(r)
+
+  def close(self):
+    """At exit: the records still held go to the file if the run did write its workdir (e.g. an
+    evaluation, whose only write, metrics.jsonl, follows its last record)."""
+    if self._held and self._ready():
+      self._release()
+    super().close()
 
 
 def remove_file(handler: Optional[logging.FileHandler]) -> None:

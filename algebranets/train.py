@@ -18,8 +18,10 @@ Open MPI).
 Errors: a user error (bad flag or config, missing or bad data, missing checkpoint, a workdir
 that belongs to another run; see `algebranets.errors`) ends the run with one line on stderr,
 `error: <what is wrong; what to do>`, and exit status 1; --verbose adds its traceback, which is
-always in <workdir>/train.log. A bug keeps its traceback. The log (stderr, and appended to
-<workdir>/train.log) has one format, `HH:MM:SS algebranets: message` (`algebranets.logs`).
+always in the log file the line names. A bug keeps its traceback. The log (stderr, and appended
+to <workdir>/train.log once the run has started writing there; a run that stops before -- e.g.
+refused because the workdir belongs to another run -- writes its log to a temporary file and
+leaves the workdir untouched) has one format, `HH:MM:SS algebranets: message` (`algebranets.logs`).
 
 This module only parses flags; the work is `training.train.train_and_evaluate(config, workdir)`
 and `training.train.evaluate(config, workdir)`.
@@ -62,8 +64,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0.
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "let JAX detect the cluster (Cloud TPU, Slurm, Open MPI)")
 _VERBOSE = flags.DEFINE_bool("verbose", False,
-                             "print the traceback of a user error too (it is always in "
-                             f"<workdir>/{LOG_FILE})")
+                             "print the traceback of a user error too (it is always in the "
+                             f"log file: <workdir>/{LOG_FILE} once the run has started)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -137,7 +139,12 @@ def main(argv):
   config = _CONFIG.value
   if jax.process_index() == 0:  # one log file per run, from process 0 (as the metrics)
     command = ["python", "-m", "algebranets.train", *sys.argv[1:]]
-    logs.add_file(pathlib.Path(_WORKDIR.value) / LOG_FILE, header=shlex.join(command))
+    workdir, started = pathlib.Path(_WORKDIR.value), time.time()
+    # Written once the trainer has written to the workdir in this run (config.json at the start
+    # of training, metrics.jsonl after an eval), so that a run refused before (the workdir holds
+    # another model, another process holds it) leaves it untouched.
+    logs.add_file(workdir / LOG_FILE, header=shlex.join(command),
+                  ready=lambda: _written_since(workdir, started))
   log.info("mode %s, workdir %s", _MODE.value, _WORKDIR.value)
   try:
     if _MODE.value == "eval":
@@ -149,6 +156,17 @@ def main(argv):
     raise errors.UserError(str(e)) from e  # the last good checkpoint
   finally:
     _join_background_threads(timeout_s=60)
+
+
+def _written_since(workdir: pathlib.Path, start: float) -> bool:
+  """Whether workdir/config.json or workdir/metrics.jsonl was written at or after `start`."""
+  for name in ("config.json", "metrics.jsonl"):
+    try:
+      if (workdir / name).stat().st_mtime >= start - 1.0:
+        return True
+    except OSError:
+      pass
+  return False
 
 
 def _join_background_threads(timeout_s: float) -> None:

@@ -25,6 +25,12 @@ LM = "configs/char_transformer_xl.py"
 LINE = re.compile(r"^\d\d:\d\d:\d\d algebranets: ")
 
 
+@pytest.fixture(autouse=True)
+def _temporary_files_in_tmp_path(tmp_path, monkeypatch):
+  """The commands' temporary log files (of runs stopped before their workdir) go to tmp_path."""
+  monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def _run(*args, module="algebranets.train", env=None, timeout=240, prelude=""):
   """`python -m module args` from the repository root (with `prelude` run first, e.g. to hide
   a module); returns (returncode, stdout, stderr)."""
@@ -75,10 +81,14 @@ def test_missing_data_file_and_missing_checkpoint_are_one_line_with_the_tracebac
   (line,) = _error_lines(err)
   assert re.search(r"expected a text or byte file at .*none.txt", line)
   assert "Traceback" not in err
-  assert line.endswith(f"(traceback in {workdir / 'train.log'})")
-  log = (workdir / "train.log").read_text()
+  # Stopped before the run wrote to its workdir: the log went to a temporary file, named.
+  where = re.search(r"\(traceback in (\S+algebranets-\S+\.log)\)$", line)
+  assert where, line
+  log = pathlib.Path(where.group(1)).read_text()
   assert "Traceback (most recent call last)" in log and "FileNotFoundError" in log
   assert f"path={tmp_path / 'none.txt'}" in log.splitlines()[0]  # the command line heads it
+  assert not workdir.exists()
+  pathlib.Path(where.group(1)).unlink()
 
   code, _, err = _run(f"--config={LM}:r,debug,path={_corpus(tmp_path)}", f"--workdir={workdir}",
                       "--mode=eval")
@@ -86,6 +96,7 @@ def test_missing_data_file_and_missing_checkpoint_are_one_line_with_the_tracebac
   (line,) = _error_lines(err)
   assert re.search(r"no latest checkpoint in .*checkpoints to evaluate; train first", line)
   assert "Traceback" not in err
+  pathlib.Path(re.search(r"traceback in (\S+)\)$", line).group(1)).unlink()
 
 
 def test_empty_or_too_short_text_file_is_one_line_naming_file_and_split(tmp_path):
@@ -125,12 +136,17 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path):
   assert "Traceback" not in err
 
 
+def _snapshot(root):
+  return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+          if p.is_file()}
+
+
 @pytest.mark.slow
-def test_trainer_logs_in_one_clean_format_and_into_the_workdir(tmp_path):
+def test_trainer_logs_in_one_clean_format_and_a_refused_run_leaves_the_workdir_alone(tmp_path):
   workdir = tmp_path / "w"
-  code, out, err = _run(f"--config={LM}:r,debug,path={_corpus(tmp_path, 20_000)}",
-                        f"--workdir={workdir}", "--config.train.num_steps=4",
-                        "--config.train.log_every=2")
+  corpus = _corpus(tmp_path, 20_000)
+  code, out, err = _run(f"--config={LM}:r,debug,path={corpus}", f"--workdir={workdir}",
+                        "--config.train.num_steps=4", "--config.train.log_every=2")
   assert code == 0, err[-3000:]
   lines = [line for line in err.splitlines() if line.strip()]
   # Every line is ours, or the continuation of one of ours (the multi-line resolved config).
@@ -145,6 +161,14 @@ def test_trainer_logs_in_one_clean_format_and_into_the_workdir(tmp_path):
   assert not re.search(r"^[IWE]\d{4} ", err, re.M)  # absl's prefix
   log = (workdir / "train.log").read_text()
   assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d algebranets: step 4/4", log, re.M)
+  assert "mode train_and_eval" in log  # the lines logged before the run started writing, too
+
+  # A run stopped before it starts (here: its data is missing) leaves every file as it was.
+  before = _snapshot(workdir)
+  code, _, err = _run(f"--config={LM}:r,debug,path={tmp_path / 'gone.txt'}",
+                      f"--workdir={workdir}", "--mode=eval")
+  assert code == 1 and len(_error_lines(err)) == 1
+  assert _snapshot(workdir) == before
 
 
 # ----------------------------------------------------------------------------- the other CLIs
