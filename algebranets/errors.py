@@ -6,8 +6,9 @@ a bad config or flag, a missing file, checkpoint or extra, a workdir that belong
 
     error: <what is wrong; what to do>
 
-(the traceback only with --verbose, and always in the command's log file, e.g.
-<workdir>/train.log, where it has one); or it meets a bug and ends with the usual traceback.
+(the traceback only with --verbose, and in the command's log file where it has one, named at
+the end of the line: <workdir>/train.log once the run has written to its workdir; a run that
+stops before leaves the workdir untouched); or it meets a bug and ends with the usual traceback.
 
 What counts as a user error (`is_user_error`) is a fixed, short list:
 
@@ -46,7 +47,9 @@ import sys
 import traceback
 from typing import Callable, Optional, Sequence
 
-LOGGER = "algebranets"  # the project's logger; its file handlers receive the tracebacks
+from algebranets import logs
+
+LOGGER = "algebranets"  # the project's logger (the records of the tracebacks carry its name)
 
 
 class UserError(Exception):
@@ -145,8 +148,8 @@ def verbose_requested(argv: Optional[Sequence[str]] = None) -> bool:
 
 
 def _log_files() -> list:
-  """The file handlers of the project's logger (the commands' log files)."""
-  return [h for h in logging.getLogger(LOGGER).handlers if isinstance(h, logging.FileHandler)]
+  """The commands' log files (`logs.add_file`) that are being written."""
+  return [h for h in logs.file_handlers() if getattr(h, "writing", True)]
 
 
 def _to_log_files(error: BaseException, msg: str, *args) -> list:
@@ -164,7 +167,7 @@ def _to_log_files(error: BaseException, msg: str, *args) -> list:
 def report(error: BaseException, *, verbose: bool = False, stream=None,
            hint: Optional[str] = None) -> int:
   """Reports user error `error`: one line on `stream` (stderr), the traceback with `verbose`
-  and in every log file of the project's logger. Returns the exit status, 1.
+  and in every log file (`logs.add_file`). Returns the exit status, 1.
 
   The line ends with where the traceback is (a log file, or --verbose), or with `hint`.
   """

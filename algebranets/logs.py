@@ -7,7 +7,8 @@ format, on stderr:
     09:10:35 algebranets: warning: train.batch_size=12 is padded ...
 
 and, where it has a workdir, also into a log file there (`add_file`, e.g. <workdir>/train.log)
-with the date, and with the traceback of any error that ends the run (`errors.run_cli`).
+with the date, and with the traceback of any error that ends the run (`errors.run_cli`). The
+records propagate to the root logger as usual (pytest's caplog, an application's handlers).
 
 Libraries speak up only for warnings: TensorFlow's and libtpu's C++ start-up lines (which go to
 the process's stderr before any Python logging exists) are held back by `quiet_startup`, to be
@@ -85,23 +86,16 @@ def quiet_stderr():
 
 
 def setup(level: int = logging.INFO) -> logging.Logger:
-  """The project's logger in `CONSOLE_FORMAT` on stderr at `level`; libraries at WARNING.
+  """The project's logger at `level`, libraries at WARNING, all on stderr in `CONSOLE_FORMAT`.
 
-  Idempotent; works under absl's app.run (its handler on the root logger gets the same format)
-  and without it (a plain stderr handler for the libraries' warnings).
+  The project's records propagate to the root logger, whose stream handlers (absl's under
+  app.run, else a new stderr handler) get the format; the root logger's level (WARNING) holds
+  back the libraries' INFO lines. Idempotent.
   """
   quiet_startup()
   formatter = Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT)
   log = logging.getLogger(LOGGER)
   log.setLevel(level)
-  log.propagate = False  # one line per record, in our format, whoever configured the root
-  if not any(getattr(h, "_algebranets_console", False) for h in log.handlers):
-    handler = logging.StreamHandler(sys.stderr)
-    handler._algebranets_console = True  # pylint: disable=protected-access
-    log.addHandler(handler)
-  for handler in log.handlers:
-    if getattr(handler, "_algebranets_console", False):
-      handler.setFormatter(formatter)
   root = logging.getLogger()
   root.setLevel(logging.WARNING)
   if not root.handlers:
@@ -121,14 +115,13 @@ def add_file(path, *, header: Optional[str] = None, level: int = logging.INFO,
 
   With `ready`, nothing is written to `path` until ready() is true (checked at each record):
   the records wait in memory, so a command that stops before it owns its workdir (a refusal:
-  the workdir belongs to another run, or another process holds it) leaves that workdir as it
-  was. If it ends with an error before then, the records and the traceback go to a file in the
-  temporary directory instead (the handler's `baseFilename` names it).
+  the workdir belongs to another run, or another process holds it; missing data) leaves that
+  workdir as it was, and its traceback is shown only with --verbose.
   Returns the handler.
   """
   path = pathlib.Path(path).absolute()
-  for handler in logging.getLogger(LOGGER).handlers:
-    if isinstance(handler, logging.FileHandler) and handler.baseFilename == str(path):
+  for handler in file_handlers():
+    if handler.baseFilename == str(path):
       return handler
   if ready is None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,30 +133,30 @@ def add_file(path, *, header: Optional[str] = None, level: int = logging.INFO,
   if header:
     handler.handle(logging.getLogger(LOGGER).makeRecord(
         LOGGER, logging.INFO, __file__, 0, "%s", (header,), None))
-  logging.getLogger(LOGGER).addHandler(handler)
-  logging.getLogger().addHandler(handler)
+  handler._algebranets_log = True  # pylint: disable=protected-access
+  logging.getLogger().addHandler(handler)  # the project's records propagate to it
   return handler
 
 
 class DeferredFileHandler(logging.FileHandler):
-  """A log file written only once ready() is true (see `add_file`). Until then records are held
-  in memory; an error record before then sends them all to a new temporary file instead.
-  `baseFilename` is where they went (or will go)."""
+  """A log file written only once ready() is true (see `add_file`); until then the records are
+  held in memory, and dropped if the command ends before."""
 
   def __init__(self, path: pathlib.Path, ready: Callable[[], bool]):
     super().__init__(path, encoding="utf-8", delay=True)
     self._ready = ready
-    self._held: Optional[list] = []  # None once the records go to a file
+    self._held: Optional[list] = []  # None once the records go to the file
+
+  @property
+  def writing(self) -> bool:
+    """Whether the records go to the file (ready() was, or is now, true)."""
+    return self._held is None or self._ready()
 
   def emit(self, record):
     if self._held is not None:
-      ready = self._ready()
-      if not ready and record.levelno < logging.ERROR:
+      if not self._ready():
         self._held.append(record)
         return
-      if not ready:  # an error ends the command before it wrote to its workdir
-        fd, self.baseFilename = tempfile.mkstemp(prefix="algebranets-", suffix=".log")
-        os.close(fd)
       self._release()
     super().emit(record)
 
@@ -174,16 +167,20 @@ class DeferredFileHandler(logging.FileHandler):
 
   def close(self):
     """At exit: the records still held go to the file if the run did write its workdir (e.g. an
-    evaluation, whose only write, metrics.jsonl, follows its last record)."""
+    evaluation, whose only write, metrics.jsonl, follows its last record), else nowhere."""
     if self._held and self._ready():
       self._release()
     super().close()
+
+
+def file_handlers() -> list:
+  """The log files of `add_file` (not another library's file handlers on the root logger)."""
+  return [h for h in logging.getLogger().handlers if getattr(h, "_algebranets_log", False)]
 
 
 def remove_file(handler: Optional[logging.FileHandler]) -> None:
   """Stops logging into `handler`'s file and closes it."""
   if handler is None:
     return
-  for name in (LOGGER, None):
-    logging.getLogger(name).removeHandler(handler)
+  logging.getLogger().removeHandler(handler)
   handler.close()

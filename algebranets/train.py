@@ -18,10 +18,10 @@ Open MPI).
 Errors: a user error (bad flag or config, missing or bad data, missing checkpoint, a workdir
 that belongs to another run; see `algebranets.errors`) ends the run with one line on stderr,
 `error: <what is wrong; what to do>`, and exit status 1; --verbose adds its traceback, which is
-always in the log file the line names. A bug keeps its traceback. The log (stderr, and appended
-to <workdir>/train.log once the run has started writing there; a run that stops before -- e.g.
-refused because the workdir belongs to another run -- writes its log to a temporary file and
-leaves the workdir untouched) has one format, `HH:MM:SS algebranets: message` (`algebranets.logs`).
+also in <workdir>/train.log once the run has written to its workdir (a run that stops before
+-- refused because the workdir belongs to another run, or its data is missing -- leaves the
+workdir untouched). A bug keeps its traceback. The log (stderr, and appended to train.log) has
+one format, `HH:MM:SS algebranets: message` (`algebranets.logs`).
 
 This module only parses flags; the work is `training.train.train_and_evaluate(config, workdir)`
 and `training.train.evaluate(config, workdir)`.
@@ -64,8 +64,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0.
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "let JAX detect the cluster (Cloud TPU, Slurm, Open MPI)")
 _VERBOSE = flags.DEFINE_bool("verbose", False,
-                             "print the traceback of a user error too (it is always in the "
-                             f"log file: <workdir>/{LOG_FILE} once the run has started)")
+                             "print the traceback of a user error too (it is also in "
+                             f"<workdir>/{LOG_FILE} once the run has written to its workdir)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
