@@ -30,8 +30,11 @@ and `training.train.evaluate(config, workdir)`.
 import difflib
 import functools
 import importlib.util
+import json
+import os
 import pathlib
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -51,6 +54,7 @@ from algebranets.training import distributed
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 LOG_FILE = "train.log"  # in the workdir: every run's log, and the traceback of any error
+WORKDIR_LOCK = "lock.json"  # the trainer's workdir lock: {"host", "pid", ...} of the holder
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "experiment config: configs/<experiment>.py:<algebra>[,debug][,key=value]",
@@ -140,11 +144,10 @@ def main(argv):
   if jax.process_index() == 0:  # one log file per run, from process 0 (as the metrics)
     command = ["python", "-m", "algebranets.train", *sys.argv[1:]]
     workdir, started = pathlib.Path(_WORKDIR.value), time.time()
-    # Written once the trainer has written to the workdir in this run (config.json at the start
-    # of training, metrics.jsonl after an eval), so that a run refused before (the workdir holds
-    # another model, another process holds it) leaves it untouched.
+    # Written once this run has taken the workdir over (`_run_owns`), so that a run refused
+    # before (the workdir holds another model, another process holds it) leaves it untouched.
     logs.add_file(workdir / LOG_FILE, header=shlex.join(command),
-                  ready=lambda: _written_since(workdir, started))
+                  ready=lambda: _run_owns(workdir, started))
   log.info("mode %s, workdir %s", _MODE.value, _WORKDIR.value)
   try:
     if _MODE.value == "eval":
@@ -158,15 +161,23 @@ def main(argv):
     _join_background_threads(timeout_s=60)
 
 
-def _written_since(workdir: pathlib.Path, start: float) -> bool:
-  """Whether workdir/config.json or workdir/metrics.jsonl was written at or after `start`."""
+def _run_owns(workdir: pathlib.Path, start: float) -> bool:
+  """Whether this run has taken `workdir` over: it wrote config.json (training) or metrics.jsonl
+  (evaluation) at or after `start`, and no other process holds the workdir's lock (a second run
+  refused by the lock sees the holder write those files)."""
+  written = False
   for name in ("config.json", "metrics.jsonl"):
     try:
-      if (workdir / name).stat().st_mtime >= start - 1.0:
-        return True
+      written = written or (workdir / name).stat().st_mtime >= start - 1.0
     except OSError:
       pass
-  return False
+  if not written:
+    return False
+  try:
+    holder = json.loads((workdir / WORKDIR_LOCK).read_text())
+  except (OSError, ValueError):
+    return True  # no lock (released at the end of the run), or one being rewritten
+  return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
 
 
 def _join_background_threads(timeout_s: float) -> None:

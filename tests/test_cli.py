@@ -239,3 +239,32 @@ def test_one_format_with_the_level_named_for_warnings():
                   formatter.format(record))
   record = logging.LogRecord("algebranets", logging.INFO, __file__, 1, "step %d", (5,), None)
   assert re.match(r"^\d\d:\d\d:\d\d algebranets: step 5$", formatter.format(record))
+
+
+def test_the_log_file_waits_until_this_run_owns_the_workdir(tmp_path):
+  """train.log is written once this run wrote config.json / metrics.jsonl and no other process
+  holds the workdir's lock: a run refused by the lock (while the holder writes those files) or
+  by a mismatch (before config.json) leaves the workdir alone."""
+  import json as json_lib  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from algebranets import train as train_cli  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  owns = lambda: train_cli._run_owns(tmp_path, start)  # pylint: disable=protected-access
+  assert not owns()  # nothing written yet
+  handler = logs.add_file(tmp_path / "train.log", header="cmd", ready=owns)
+  try:
+    logging.getLogger("algebranets").warning("held")
+    assert not (tmp_path / "train.log").exists()
+    (tmp_path / "config.json").write_text("{}")
+    lock = tmp_path / train_cli.WORKDIR_LOCK
+    lock.write_text(json_lib.dumps({"host": socket.gethostname(), "pid": os.getpid() + 1}))
+    logging.getLogger("algebranets").warning("another process holds it")
+    assert not (tmp_path / "train.log").exists()
+    lock.write_text(json_lib.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    logging.getLogger("algebranets").warning("ours")
+    text = (tmp_path / "train.log").read_text()
+    assert [line.split("algebranets: ")[1] for line in text.splitlines()] == [
+        "cmd", "warning: held", "warning: another process holds it", "warning: ours"]
+  finally:
+    logs.remove_file(handler)
