@@ -2,7 +2,7 @@
 
 A command-line run ends in one of three ways: it succeeds; it meets a *user error* -- bad data,
 a bad config or flag, a missing file, checkpoint or extra, a workdir that belongs to another run
--- and exits 1 after ONE line on stderr,
+-- and exits 1 after ONE line on stderr (or a short list under it, where the message is one),
 
     error: <what is wrong; what to do>
 
@@ -128,7 +128,10 @@ def message(error: BaseException) -> str:
       text += "; free space there (or choose another --workdir) and run again"
   else:
     text = str(error) or type(error).__name__
-  return " ".join(text.split())  # one line
+  # One line, unless the message is a short list its author laid out in lines (e.g. the fields
+  # in which a workdir's run differs): those stay, indented under the first.
+  lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+  return "\n  ".join([" ".join(lines[0].split()), *lines[1:]]) if lines else ""
 
 
 def verbose_requested(argv: Optional[Sequence[str]] = None) -> bool:

@@ -213,6 +213,9 @@ def test_user_errors_are_the_documented_kinds_and_bugs_are_not():
       ModuleNotFoundError("No module named 'ray'", name="ray"))
   assert errors.message(OSError(errno.ENOSPC, "No space left on device", "/w/ckpt")).startswith(
       "/w/ckpt: No space left on device; free space")
+  # A list laid out by its author keeps its lines, indented under the first.
+  assert errors.message(errors.WorkdirError("W holds another run:\n  algebra: h -> m2r\n\n")) == (
+      "W holds another run:\n    algebra: h -> m2r")
 
 
 def test_run_cli_reports_user_errors_in_one_line_and_lets_bugs_through(capsys, tmp_path):
