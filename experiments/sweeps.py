@@ -2,7 +2,8 @@ r"""The paper's comparisons as data: sweeps of training runs, by name.
 
   python -m experiments.sweeps                     (every sweep: its runs and the data it needs)
   python -m experiments.sweeps --sweep=cifar10_small
-  python -m experiments.sweeps --estimate          (compute per run from MACs, see `estimate`)
+  python -m experiments.sweeps --estimate          (compute per run from MACs, see `estimate`;
+                                                    the paper sweeps, or --sweep=NAME)
 
 A `Sweep` is a list of `Run`s plus what its runs need from the user: data paths (`data`, named
 placeholders such as "{cifar10}" that runs use in their config argument or overrides and that
@@ -273,6 +274,12 @@ _register(Sweep(
           for alg in ("r", "m2r") for d in (32, 48)),
     metric="test/bpc", data=_TEXT_DATA))
 
+
+# The paper's comparisons: the sweeps `--estimate` covers by default.
+PAPER_SWEEPS = ("imagenet_resnet50", "imagenet_mobilenet_v1", "enwik8_transformer_xl",
+                "wikitext103_transformer_xl")
+
+
 def get(name: str) -> Sweep:
   """SWEEPS[name]; ValueError naming the sweeps for an unknown name."""
   if name not in SWEEPS:
@@ -288,23 +295,40 @@ def describe(sweep: Sweep) -> str:
   return "\n".join(lines)
 
 
+def _estimate(names: Sequence[str], tflops: Optional[float]) -> int:
+  """Prints the compute estimate of sweeps `names` (default the paper's), progress on stderr."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  start = time.monotonic()
+  names = list(names) or list(PAPER_SWEEPS)
+  runs = sum(1 for n in names for r in SWEEPS[n].runs if not r.sparsity)
+  say = lambda line: print(line, file=sys.stderr, flush=True)
+  say(f"estimating the training compute of {runs} dense runs in {len(names)} sweep(s) "
+      "(closed-form counts of each run's config; the table goes to stdout) ...")
+  from experiments import estimate  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name in names:
+    say(f"{name}:")
+    rows += estimate.estimate(SWEEPS[name], log=say)
+  print(estimate.markdown(rows, tflops or estimate.DEFAULT_TFLOPS))
+  say(f"done in {time.monotonic() - start:.1f} s")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.sweeps",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--sweep", action="append", help="sweep(s) to show (default: all)")
   parser.add_argument("--estimate", action="store_true",
-                      help="print the expected compute of the paper sweeps' runs (markdown)")
+                      help="print the expected compute of the dense runs of the paper sweeps "
+                           "(or of --sweep) as markdown; progress on stderr")
   parser.add_argument("--tflops", type=float, default=None,
                       help="assumed sustained TFLOP/s per run for --estimate")
   args = parser.parse_args(argv)
   try:
     names = [get(n).name for n in (args.sweep or [])]
     if args.estimate:
-      from experiments import estimate  # pylint: disable=g-import-not-at-top
-      names = names or sorted(estimate.MODELS)
-      rows = [e for n in names for e in estimate.estimate(n)]
-      print(estimate.markdown(rows, args.tflops or estimate.DEFAULT_TFLOPS))
-      return 0
+      return _estimate(names, args.tflops)
   except ValueError as e:
     parser.error(str(e))
   for name in names or SWEEPS:
