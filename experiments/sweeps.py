@@ -39,7 +39,7 @@ import argparse
 import dataclasses
 import pathlib
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -285,6 +285,18 @@ def get(name: str) -> Sweep:
   if name not in SWEEPS:
     raise ValueError(f"unknown sweep {name!r}; sweeps: {sorted(SWEEPS)}")
   return SWEEPS[name]
+
+
+def select(sweep: Sweep, only: Optional[str]) -> List[Run]:
+  """The sweep's runs whose name matches the regex `only` (all if None)."""
+  if not only:
+    return list(sweep.runs)
+  pattern = re.compile(only)
+  runs = [r for r in sweep.runs if pattern.search(r.name)]
+  if not runs:
+    raise ValueError(f"--only={only!r} matches no run of {sweep.name!r}; runs: "
+                     f"{[r.name for r in sweep.runs]}")
+  return runs
 
 
 def describe(sweep: Sweep) -> str:
