@@ -1,9 +1,11 @@
 r"""Export a pruned run as a compact model: `python -m algebranets.sparsity export`.
 
   python -m algebranets.sparsity export --workdir=RUN --out=model.npz [--step=N] [--json]
+      [--data_path=PATH]
 
 Loads RUN's checkpoint (its latest, or --step) with the run's own resolved config
-(RUN/config.json), writes the compact model (`sparsity.compress`: block-compressed rows of every
+(RUN/config.json; `saved_run`: on one device, the data where config.json says or at
+--data_path), writes the compact model (`sparsity.compress`: block-compressed rows of every
 pruned weight, the rest dense; `sparsity.load(FILE)` rebuilds the dense masked params) and
 prints the non-zero parameters and multiply-adds per pruned layer, of the pruned weights and of
 the whole model (`sparsity.format_costs`).
@@ -22,43 +24,28 @@ import sys
 from typing import Any, Dict, Optional, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 
+from algebranets import saved_run
 from algebranets import sparsity
-from algebranets.training import train
 
-__all__ = ["export_run", "read_run_config", "main"]
-
-
-def read_run_config(workdir) -> ml_collections.ConfigDict:
-  """The resolved config a run saved as workdir/config.json, ready to rebuild its model.
-
-  `match` is set to "none": the saved config already holds the matched sizes (matching again
-  would size a model like the matched one).
-  """
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: {workdir} is not the workdir of a training run "
-                            "(python -m algebranets.train --workdir=DIR writes DIR/config.json)")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  config.match = "none"
-  return config
+__all__ = ["export_run", "main"]
 
 
-def export_run(workdir, out, *, step: Optional[int] = None) -> Dict[str, Any]:
+def export_run(workdir, out, *, step: Optional[int] = None,
+               data_path: Optional[str] = None) -> Dict[str, Any]:
   """Exports the checkpoint of a pruned run (its latest, or `step`) to `out` (.npz).
 
-  The run's resolved config (workdir/config.json) rebuilds the model (its data must be where
-  the config says: the task reads its sizes from the dataset). Returns the
-  `sparsity.sparse_costs` of the checkpoint, with "step" and "file".
+  The run's resolved config (workdir/config.json) rebuilds the model (`saved_run`: its data
+  must be where the config says, or at `data_path`: the task reads its sizes from the
+  dataset). Returns the `sparsity.sparse_costs` of the checkpoint, with "step" and "file".
   """
   workdir = pathlib.Path(workdir)
-  config = read_run_config(workdir)
+  config = saved_run.read_config(workdir)
   if not config.sparsity.target:
     raise ValueError(f"{workdir} is not a pruned run (its config.json has sparsity.target 0); "
                      "export needs a run trained with --config.sparsity.target > 0")
-  state, run = train.restore_run(config, workdir, step=step)
+  state, run = saved_run.restore(config, workdir, step=step, data_path=data_path)
   params = jax.tree.map(np.asarray, state.params)
   masks = jax.tree.map(np.asarray, state.masks)
   params = jax.tree.map(np.asarray, sparsity.apply_masks(params, masks))
@@ -77,9 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   ex.add_argument("--workdir", required=True, help="the run's workdir (config.json, checkpoints)")
   ex.add_argument("--out", required=True, help="the .npz file to write")
   ex.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  ex.add_argument("--data_path", default=None,
+                  help="where the run's data is now, if not at config.json's data.path")
   ex.add_argument("--json", action="store_true", help="print JSON instead of a table")
   flags = parser.parse_args(argv)
-  result = export_run(flags.workdir, flags.out, step=flags.step)
+  result = export_run(flags.workdir, flags.out, step=flags.step, data_path=flags.data_path)
   if flags.json:
     print(json.dumps(result, indent=1))
     return 0
