@@ -1,7 +1,7 @@
 r"""Runs a sweep's training runs here one after another, on a Ray cluster, or writes their commands.
 
   python -m experiments.launch --sweep=cifar10_small --root=runs/cifar10_small \
-      --data=cifar10=../shared/data/cifar10
+      --data=cifar10=$DATA/cifar10
   python -m experiments.launch --sweep=imagenet_resnet50 --root=gs://.../rn50 \
       --data=imagenet=$TFDS_DIR --write_commands=rn50.sh      (one command per line)
   python -m experiments.launch --sweep=char_lm_small --root=runs/char --data=text=input.txt \

@@ -203,8 +203,9 @@ def _cifar_small_sparse() -> Tuple[Run, ...]:
 
 
 _CIFAR_DATA = (("cifar10", "CIFAR-10 image folder DIR/{train,test}/<label>/*.jpg|png "
-                           "(e.g. ../shared/data/cifar10)"),)
-_TEXT_DATA = (("text", "a plain text file (e.g. ../shared/data/tinyshakespeare/input.txt)"),)
+                           "(the CIFAR-10 images written out as image files)"),)
+_TEXT_DATA = (("text", "a plain text file (e.g. tinyshakespeare's input.txt from "
+                       "karpathy/char-rnn)"),)
 _IMAGENET_DATA = (("imagenet", "TFDS data_dir holding (or to prepare) imagenet2012, see "
                                "scripts/prepare_imagenet.md"),)
 
@@ -312,7 +313,7 @@ def _estimate(names: Sequence[str], tflops: Optional[float]) -> int:
   import sys  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   start = time.monotonic()
-  names = list(names) or list(PAPER_SWEEPS)
+  names = list(names) or sorted(PAPER_SWEEPS)
   runs = sum(1 for n in names for r in SWEEPS[n].runs if not r.sparsity)
   say = lambda line: print(line, file=sys.stderr, flush=True)
   say(f"estimating the training compute of {runs} dense runs in {len(names)} sweep(s) "
