@@ -321,24 +321,27 @@ def _model_defaults(model: str, image_size: Optional[int]) -> Tuple[int, int]:
   return (10, image_size or 32) if cifar else (1000, image_size or 224)
 
 
-def _preset(model: str, alg, match: str, seq_len: Optional[int]):
+def _preset(model: str, alg, match: str, seq_len: Optional[int], tolerance: float):
   preset = transformer_xl.PRESETS[model]
   matched = match != "none" and alg.dim != 1
-  config = analytic_costs.matched_config(preset, alg, match) if matched else dict(preset)
+  config = (analytic_costs.matched_config(preset, alg, match, tol=tolerance) if matched else
+            dict(preset))
   return config, seq_len or config["mem_len"]
 
 
 def model_sizes(model: str, algebra, match: str = "none", image_size: Optional[int] = None,
-                seq_len: Optional[int] = None) -> Tuple[analytic_costs.Sizes, str]:
+                seq_len: Optional[int] = None, tolerance: float = 0.02
+                ) -> Tuple[analytic_costs.Sizes, str]:
   """(counts, size in words) of a registered model in `algebra`; with `match` ("params",
   "macs" or "flops") at the size that matches the real model's.
 
   Image models: one image, inference. Transformer-XL presets: one training segment of
-  `seq_len` tokens (default mem_len) with a full memory and the training loss.
+  `seq_len` tokens (default mem_len) with a full memory and the training loss. `tolerance`:
+  the largest accepted |size / real size - 1| of a match.
   """
   alg = algebras.get(algebra)
   if model in transformer_xl.PRESETS:
-    config, seq_len = _preset(model, alg, match, seq_len)
+    config, seq_len = _preset(model, alg, match, seq_len, tolerance)
     size = f"d_model {config['d_model']}, d_head {config['d_head']}, d_inner {config['d_inner']}"
     sizes = analytic_costs.transformer_xl_model(config, alg, seq_len=seq_len)
     if sizes is None:
@@ -348,7 +351,7 @@ def model_sizes(model: str, algebra, match: str = "none", image_size: Optional[i
   width = 1.0
   if match != "none" and alg.dim != 1:
     width = analytic_costs.match_image_model(model, alg, match=match, image_size=image_size,
-                                             num_classes=num_classes).width
+                                             num_classes=num_classes, tolerance=tolerance).width
   sizes = analytic_costs.image_model(model, algebra=alg, num_classes=num_classes,
                                      image_size=image_size, width=width)
   if sizes is None:
@@ -364,19 +367,19 @@ def _traced_image_model(model, alg, num_classes, image_size, width) -> costs.Mod
 
 
 def model_cost_report(model: str, algebra, match: str = "none",
-                      image_size: Optional[int] = None, seq_len: Optional[int] = None
-                      ) -> Tuple[costs.ModelCost, str]:
+                      image_size: Optional[int] = None, seq_len: Optional[int] = None,
+                      tolerance: float = 0.02) -> Tuple[costs.ModelCost, str]:
   """`model_sizes` as a traced per-layer `costs.ModelCost` (for --per_block tables)."""
   alg = algebras.get(algebra)
   if model in transformer_xl.PRESETS:
-    config, seq_len = _preset(model, alg, match, seq_len)
+    config, seq_len = _preset(model, alg, match, seq_len, tolerance)
     size = f"d_model {config['d_model']}, d_head {config['d_head']}, d_inner {config['d_inner']}"
     return transformer_xl.model_costs(config, alg, seq_len=seq_len), size
   num_classes, image_size = _model_defaults(model, image_size)
   width = 1.0
   if match != "none" and alg.dim != 1:
     width = analytic_costs.match_image_model(model, alg, match=match, image_size=image_size,
-                                             num_classes=num_classes).width
+                                             num_classes=num_classes, tolerance=tolerance).width
   return _traced_image_model(model, alg, num_classes, image_size, width), f"width {width:.4g}"
 
 
@@ -438,11 +441,12 @@ def _model_command(flags) -> int:
     alg = algebras.get(name.strip())
     if flags.per_block:
       report, size = model_cost_report(flags.model, alg, flags.match, flags.image_size,
-                                       flags.seq_len)
+                                       flags.seq_len, flags.tolerance)
       sizes = analytic_costs.Sizes.of(report)
       blocks[alg.name] = costs.block_costs(report)
     else:
-      sizes, size = model_sizes(flags.model, alg, flags.match, flags.image_size, flags.seq_len)
+      sizes, size = model_sizes(flags.model, alg, flags.match, flags.image_size, flags.seq_len,
+                                flags.tolerance)
     rows.append({"algebra": alg.name, "size": size, "params": sizes.params, "macs": sizes.macs,
                  "all_macs": sizes.all_macs, "fast_macs": sizes.fast_macs})
   if flags.json:
@@ -481,6 +485,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--match", default="none", choices=("none", "params", "macs", "flops"),
                       help="--model: size each algebra's model to match the real one (flops: "
                            "all multiply-adds, weight layers and other contractions)")
+  parser.add_argument("--tolerance", type=float, default=0.02,
+                      help="--model --match: the largest accepted |size / real size - 1| "
+                           "(small models cannot always get within 2%%)")
   parser.add_argument("--image_size", type=int, default=None)
   parser.add_argument("--seq_len", type=int, default=None, help="Transformer-XL segment length")
   parser.add_argument("--per_block", action="store_true",
