@@ -61,7 +61,6 @@ from algebranets import analytic_costs
 from algebranets import costs
 from algebranets import models
 from algebranets.models import transformer_xl
-from algebranets.training import config_lib
 from algebranets.training import tasks as tasks_lib
 
 __all__ = ["DatasetInfo", "ConfigCost", "dataset_info", "load_config", "apply_override",
@@ -120,6 +119,7 @@ def dataset_info(config, load_data: bool = False) -> DatasetInfo:
   """
   name, kwargs = _data_kwargs(config)
   if load_data or name == "image_folder":
+    # Imported here: the trainer (orbax, the input pipelines) is needed only to build data.
     from algebranets.training import train  # pylint: disable=g-import-not-at-top
     try:
       dataset = train.build_dataset(config)
@@ -172,8 +172,11 @@ def with_algebra(spec: str, algebra: str) -> str:
 
 
 def _parse_value(text: str, current):
+  """`text` as the type of the field's current value (literal syntax for tuples and None)."""
   if isinstance(current, bool):
-    return config_lib._bool(text)  # pylint: disable=protected-access
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+      raise ValueError(f"expected a boolean (true/false), got {text!r}")
+    return text.lower() in ("true", "1", "yes")
   if isinstance(current, int):
     return int(text)
   if isinstance(current, float):

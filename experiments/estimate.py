@@ -38,6 +38,8 @@ import importlib.util
 import pathlib
 from typing import Any, Dict, List, Sequence
 
+from algebranets import cost_report
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_TFLOPS = 100.0
 FLOPS_PER_TRAINING_MAC = 2 * 3
@@ -68,7 +70,6 @@ class _AnyPath(dict):
 
 def run_config(run) -> Any:
   """The config a sweep run trains: its config file and argument, then its overrides."""
-  from algebranets import cost_report  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("estimate_config", ROOT / run.config)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -85,7 +86,6 @@ def estimate(sweep, log=None) -> List[Estimate]:
 
   `log`, if given, is called with one line per run as it is counted.
   """
-  from algebranets import cost_report  # pylint: disable=g-import-not-at-top
   out = []
   for run in sweep.runs:
     if run.sparsity:
