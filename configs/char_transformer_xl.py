@@ -1,8 +1,11 @@
 r"""Character-level language modelling on any text file with a small Transformer-XL.
 
   python -m algebranets.train \
-      --config=configs/char_transformer_xl.py:m2r,path=../shared/data/tinyshakespeare/input.txt \
+      --config=configs/char_transformer_xl.py:m2r,path=data/tinyshakespeare/input.txt \
       --workdir=/tmp/char_m2r
+  python -m algebranets.sample --workdir=/tmp/char_m2r --prompt="ROMEO:" --tokens=300
+
+(tinyshakespeare: input.txt of karpathy/char-rnn's data/tinyshakespeare; any text file will do.)
 
 Argument: <algebra>[,debug][,path=FILE][,match=params|macs|width|none][,steps=N]. The corpus is
 the bytes of FILE (`byte_file`: V = 256, split 90/5/5 by position into train/valid/test), so

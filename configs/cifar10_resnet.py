@@ -7,7 +7,7 @@ Argument: <algebra>[,debug][,depth=20|32|44|56|110 (any 6n+2)][,match=none|param
 [,width=W][,folder=PATH][,preset=full|small][,steps=N][,train_examples=N][,eval_examples=N]
 [,bn=component|whitening][,init=NAME]. Data: TFDS cifar10 (downloaded on first use where a
 network is available), or folder=PATH, an image folder PATH/{train,test}/<label>/*.jpg|png
-(e.g. the project's shared/data/cifar10).
+(any folder in that layout, e.g. the CIFAR-10 images written out as PNG files).
 
 Recipe (preset=full, the paper's): depth 6n+2 with 16/32/64 channels, option-A (zero-padding)
 shortcuts, 3x3 convs padded 1 on each side (model.padding="symmetric", as the paper's Torch/Caffe

@@ -2,12 +2,15 @@ r"""Expected compute of the paper sweeps' runs, from their multiply-adds.
 
   python -m experiments.sweeps --estimate [--tflops=100] [--sweep=imagenet_resnet50]
 
-For every dense run (sparse runs train the dense weights under a mask: the same compute as the
-dense run of their algebra) this takes ALL the model's multiply-adds per example (images) or per
-token (Transformer-XL: one training segment with a full memory and the training loss, divided by
-its length), `costs.ModelCost.all_macs`: the weight layers and also the attention scores, the
-attention-weighted values and the (adaptive) softmax logits, at the size its `match` gives, and
-the examples or tokens of the config's recipe, and reports
+For every dense run of a sweep (sparse runs train the dense weights under a mask: the same
+compute as the dense run of their algebra) this takes the model that run's config trains -- its
+config file and argument with the run's overrides, resolved as the trainer resolves it, matched
+width included (`algebranets.cost_report.config_costs`; e.g. enwik8 with the reference tokens has
+a vocabulary of 204, not 256) -- and ALL its multiply-adds per example (images) or per token
+(Transformer-XL: one training segment with a full memory and the training loss, divided by its
+length), `costs.ModelCost.all_macs`: the weight layers and also the attention scores, the
+attention-weighted values and the (adaptive) softmax logits; and the examples or tokens of the
+config's recipe. It reports
 
   training FLOPs = 2 (FLOPs per MAC) x 3 (forward + backward: twice the forward's MACs)
                    x all MACs per example (token) x examples (tokens) seen in training,
@@ -15,30 +18,29 @@ the examples or tokens of the config's recipe, and reports
 
 The weight-layer MACs (the paper's count, `match=macs`) are listed beside them. Element-wise work
 (norms, softmax, activations) is not counted: O(activations), a few percent at these widths.
+Counts are the closed forms of `algebranets.analytic_costs` (the traced counts, tested equal), so
+the whole estimate takes seconds.
 
 The assumed throughput (--tflops, default 100 TFLOP/s per run) is about a third of an NVIDIA
 A100's dense bf16 peak (312) or a quarter of a TPU v3-8's (420): typical of well-tuned real
 networks. Algebra layers in this code often run below it (BENCHMARKS.md: the expanded and folded
 paths do more work than the naive MACs count, and small per-layer matmuls use accelerators less
 well), so read the hours of the algebra runs as lower bounds.
+
+This module takes `experiments.sweeps.Sweep` objects and does not import `sweeps` (which imports
+this module for its --estimate flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
-from typing import Dict, List, Sequence
+import pathlib
+from typing import Any, Dict, List, Sequence
 
-from experiments import sweeps as sweeps_lib
+from algebranets import cost_report
 
-# sweep -> (model name in costs.model_report, training examples per epoch (images) or None)
-MODELS = {
-    "imagenet_resnet50": ("resnet50", 1_281_167),
-    "imagenet_mobilenet_v1": ("mobilenet_v1", 1_281_167),
-    "enwik8_transformer_xl": ("enwik8_base", None),
-    "wikitext103_transformer_xl": ("wt103_base", None),
-}
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_TFLOPS = 100.0
 FLOPS_PER_TRAINING_MAC = 2 * 3
 
@@ -59,49 +61,56 @@ class Estimate:
     return self.flops / (tflops * 1e12) / 3600
 
 
-def _config(run: sweeps_lib.Run):
-  spec = importlib.util.spec_from_file_location("estimate_config",
-                                                sweeps_lib.ROOT / run.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(run.arg.format_map(_AnyPath()))
-
-
 class _AnyPath(dict):
+  """Fills a data placeholder "{name}" with "<name>": sizes come from the config, not the data."""
+
   def __missing__(self, key):
     return f"<{key}>"
 
 
-@functools.lru_cache(maxsize=None)
-def _costs(model: str, algebra: str, match: str):
-  from algebranets import costs  # pylint: disable=g-import-not-at-top
-  report, size = costs.model_report(model, algebra, match)
-  return int(report.total_params), float(report.macs), float(report.all_macs), size
+def run_config(run) -> Any:
+  """The config a sweep run trains: its config file and argument, then its overrides."""
+  spec = importlib.util.spec_from_file_location("estimate_config", ROOT / run.config)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(run.arg.format_map(_AnyPath()))
+  for key, value in run.overrides:
+    if isinstance(value, str):
+      value = value.format_map(_AnyPath())
+    cost_report.apply_override(config, key, value)
+  return config
 
 
-def estimate(sweep_name: str) -> List[Estimate]:
-  """One Estimate per dense run of a paper sweep (see the module docstring)."""
-  if sweep_name not in MODELS:
-    raise ValueError(f"no compute estimate for sweep {sweep_name!r}; estimated: {sorted(MODELS)}")
-  model, epoch_size = MODELS[sweep_name]
+def estimate(sweep, log=None) -> List[Estimate]:
+  """One Estimate per dense run of `sweep` (an `experiments.sweeps.Sweep`; module docstring).
+
+  `log`, if given, is called with one line per run as it is counted.
+  """
   out = []
-  for run in sweeps_lib.get(sweep_name).runs:
+  for run in sweep.runs:
     if run.sparsity:
       continue
-    config = _config(run)
-    params, macs, all_macs, size = _costs(model, run.algebra, config.match)
-    if epoch_size:
+    config = run_config(run)
+    try:
+      cost = cost_report.config_costs(config)
+    except FileNotFoundError as e:
+      raise ValueError(f"no compute estimate for sweep {sweep.name!r}: {e}") from e
+    per = cost.per_unit()
+    if cost.unit == "example":
       unit = "image"
-      units = (config.train.num_epochs * epoch_size if config.train.num_epochs else
-               config.train.num_steps * config.train.batch_size)
+      macs, all_macs = per["macs_per_example"], per["all_macs_per_example"]
+      train = config.train
+      units = (train.num_epochs * cost.info.train_examples if train.num_epochs else
+               train.num_steps * train.batch_size)
     else:
       unit = "token"
-      seq_len = config.data.seq_len
-      # model_report: one segment of seq_len (= mem_len) tokens
-      macs, all_macs = macs / seq_len, all_macs / seq_len
-      units = config.train.num_steps * config.train.batch_size * seq_len
-    out.append(Estimate(sweep_name, run.name, size, params, macs, all_macs, unit, float(units),
-                        FLOPS_PER_TRAINING_MAC * all_macs * units))
+      macs, all_macs = per["macs_per_token"], per["all_macs_per_token"]
+      units = config.train.num_steps * config.train.batch_size * cost.info.seq_len
+    out.append(Estimate(sweep.name, run.name, cost.size, per["params"], float(macs),
+                        float(all_macs), unit, float(units),
+                        FLOPS_PER_TRAINING_MAC * float(all_macs) * units))
+    if log:
+      log(f"  {run.name}: {out[-1].size}, {out[-1].params:,} params")
   return out
 
 

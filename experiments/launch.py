@@ -1,7 +1,7 @@
 r"""Runs a sweep's training runs here one after another, on a Ray cluster, or writes their commands.
 
   python -m experiments.launch --sweep=cifar10_small --root=runs/cifar10_small \
-      --data=cifar10=../shared/data/cifar10
+      --data=cifar10=$DATA/cifar10
   python -m experiments.launch --sweep=imagenet_resnet50 --root=gs://.../rn50 \
       --data=imagenet=$TFDS_DIR --write_commands=rn50.sh      (one command per line)
   python -m experiments.launch --sweep=char_lm_small --root=runs/char --data=text=input.txt \
@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -47,35 +45,12 @@ from typing import Dict, List, Optional, Sequence
 
 from algebranets import errors
 from experiments import sweeps as sweeps_lib
-
-RUN_FILE = "launch.json"
-LOG_FILE = "train.log"
-
-
-def git_commit(repo=sweeps_lib.ROOT) -> str:
-  """HEAD of the repository ("+dirty" if tracked files changed), or "unknown"."""
-  try:
-    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, text=True,
-                          capture_output=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                           text=True, capture_output=True, check=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
-def machine() -> str:
-  """One line: CPU model (or machine type), cores, OS."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
+# What a launched run leaves in its workdir, shared with the Ray backend (experiments.workdirs);
+# `select` picks a sweep's runs (experiments.sweeps). Both kept importable from here.
+from experiments.sweeps import select
+from experiments.workdirs import (LOG_FILE, RUN_FILE, git_commit, is_finished,
+                                  latest_checkpoint_step, machine, reached_last_step, read_jsonl,
+                                  write_record)
 
 def parse_data(items: Sequence[str]) -> Dict[str, str]:
   """["name=PATH", ...] -> {name: absolute PATH}."""
@@ -99,76 +74,8 @@ def check_data(sweep: sweeps_lib.Sweep, data: Dict[str, str]) -> None:
     raise ValueError(f"sweep {sweep.name!r} takes no data {unknown}; it takes {sorted(needed)}")
 
 
-def select(sweep: sweeps_lib.Sweep, only: Optional[str]) -> List[sweeps_lib.Run]:
-  """The sweep's runs whose name matches the regex `only` (all if None)."""
-  if not only:
-    return list(sweep.runs)
-  pattern = re.compile(only)
-  runs = [r for r in sweep.runs if pattern.search(r.name)]
-  if not runs:
-    raise ValueError(f"--only={only!r} matches no run of {sweep.name!r}; runs: "
-                     f"{[r.name for r in sweep.runs]}")
-  return runs
-
-
-def read_jsonl(path: pathlib.Path) -> List[dict]:
-  records = []
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:  # a line cut by a crash
-        pass
-  return records
-
-
-def is_finished(workdir) -> bool:
-  """Whether the run in `workdir` completed (see the module docstring)."""
-  workdir = pathlib.Path(workdir)
-  record = workdir / RUN_FILE
-  if record.exists():
-    try:
-      if json.loads(record.read_text()).get("status") == "done":
-        return True
-    except json.JSONDecodeError:
-      pass
-  config = workdir / "config.json"
-  if not config.exists():
-    return False
-  steps = json.loads(config.read_text()).get("train", {}).get("num_steps", 0)
-  return any(r.get("split") != "train" and r.get("step", -1) >= steps > 0
-             for r in read_jsonl(workdir / "metrics.jsonl"))
-
-
-def latest_checkpoint_step(workdir) -> int:
-  """The highest step saved in workdir/checkpoints (orbax's step folders), or 0 if none."""
-  folder = pathlib.Path(workdir) / "checkpoints"
-  steps = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] \
-      if folder.is_dir() else []
-  return max(steps, default=0)
-
-
-def reached_last_step(workdir) -> bool:
-  """Whether the run's process got to its config's last step: `is_finished`, or a checkpoint at
-  the last step (a --mode=train run has no eval records). False after a preemption (SIGTERM:
-  the trainer saves, exits 0 and resumes when started again)."""
-  if is_finished(workdir):
-    return True
-  config = pathlib.Path(workdir) / "config.json"
-  if not config.exists():
-    return False
-  steps = json.loads(config.read_text()).get("train", {}).get("num_steps", 0)
-  return steps > 0 and latest_checkpoint_step(workdir) >= steps
-
-
 def commands(sweep, runs, root, data, extra, python) -> List[List[str]]:
   return [run.command(pathlib.Path(root) / run.name, data, python) + list(extra) for run in runs]
-
-
-def write_record(path: pathlib.Path, record: dict) -> None:
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(record, indent=2))
-  tmp.replace(path)
 
 
 def launch_run(sweep, run, root: pathlib.Path, data, extra, python, log=print) -> dict:

@@ -64,8 +64,8 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
-from experiments import launch as launch_lib
 from experiments import sweeps as sweeps_lib
+from experiments import workdirs
 
 EXTRA_HINT = "pip install -e '.[cluster]'"
 NAMESPACE = "algebranets"
@@ -214,7 +214,7 @@ def run_process(spec: Dict[str, Any], coordinator: Optional[str] = None) -> Dict
         proc.kill()
         proc.wait()
   return {"returncode": returncode, "ip": ip, "host": platform.node(),
-          "machine": launch_lib.machine(), "wall_s": round(time.monotonic() - start, 1),
+          "machine": workdirs.machine(), "wall_s": round(time.monotonic() - start, 1),
           "process_id": spec["process_id"]}
 
 
@@ -285,7 +285,7 @@ class RaySweep:
     self.repo = str(repo or sweeps_lib.ROOT)
     self.log_fn, self.report_every_s, self.poll_s = log, report_every_s, poll_s
     self.messages: List[str] = []
-    self.commit = launch_lib.git_commit()
+    self.commit = workdirs.git_commit()
     self.states = [RunState(run, self.root / run.name) for run in runs]
     self.skipped = []
     self._node_ips: Dict[str, str] = {}
@@ -438,7 +438,7 @@ class RaySweep:
       st.slice_handle.release_head_pgs()
     st.attempts += 1
     st.results, st.cancelled = {}, False
-    st.start_step = launch_lib.latest_checkpoint_step(st.workdir)
+    st.start_step = workdirs.latest_checkpoint_step(st.workdir)
     bundles = ray.util.placement_group_table(st.pg).get("bundles_to_node_id", {})
     st.hosts = [self._node_ip(bundles[i]) if i in bundles else "?"
                 for i in range(st.num_processes)]
@@ -453,7 +453,7 @@ class RaySweep:
     opts = task_options(self._bundle_resources(st))
     st.refs = []
     for i in range(st.num_processes):
-      log = st.workdir / (launch_lib.LOG_FILE if i == 0 else f"train.{i}.log")
+      log = st.workdir / (workdirs.LOG_FILE if i == 0 else f"train.{i}.log")
       spec = dict(argv=argv, repo=self.repo, log=str(log), process_id=i,
                   num_processes=st.num_processes,
                   header=f"attempt {st.attempts} (ray), process {i} of {st.num_processes}")
@@ -470,7 +470,7 @@ class RaySweep:
         backend="ray", hosts=st.hosts, num_processes=st.num_processes,
         resources=self._bundle_resources(st), attempts=st.history)
     st.workdir.mkdir(parents=True, exist_ok=True)
-    launch_lib.write_record(st.workdir / launch_lib.RUN_FILE, st.record)
+    workdirs.write_record(st.workdir / workdirs.RUN_FILE, st.record)
     resume = f", resuming from step {st.start_step}" if st.start_step else ""
     self.log(f"{st.run.name}: started on {', '.join(st.hosts)} (attempt {st.attempts}"
              f"{resume}) -> {st.workdir}")
@@ -517,7 +517,7 @@ class RaySweep:
     killed = [c for c in codes if c is not None and c < 0]
     errors = [r["error"] for r in results if "error" in r]
     failed = [(i, c) for i, c in enumerate(codes) if c is not None and c > 0]
-    step = launch_lib.latest_checkpoint_step(st.workdir)
+    step = workdirs.latest_checkpoint_step(st.workdir)
     if lost or killed:
       outcome = "lost"
       why = lost[0] if lost else f"process killed by signal {-killed[0]}"
@@ -526,7 +526,7 @@ class RaySweep:
     elif failed:
       outcome, why = "failed", f"exit {failed[0][1]}" + (
           f" (process {failed[0][0]})" if len(codes) > 1 else "")
-    elif launch_lib.reached_last_step(st.workdir):
+    elif workdirs.reached_last_step(st.workdir):
       outcome, why = "done", ""
     else:
       outcome, why = "preempted", f"exit 0 at step {step}, before the last step"
@@ -546,7 +546,7 @@ class RaySweep:
                f"{st.workdir}")
     elif outcome == "failed":
       failing = failed[0][0] if failed else 0
-      log = st.workdir / (launch_lib.LOG_FILE if failing == 0 else f"train.{failing}.log")
+      log = st.workdir / (workdirs.LOG_FILE if failing == 0 else f"train.{failing}.log")
       tail = log_tail(log)
       st.status = record["status"] = "failed"
       record.update(failure=why, log_tail=tail)
@@ -559,7 +559,7 @@ class RaySweep:
       if st.retries > self.max_retries:
         st.status = record["status"] = "failed"
         record.update(failure=f"{outcome} ({why}) after {self.max_retries} retries",
-                      log_tail=log_tail(st.workdir / launch_lib.LOG_FILE))
+                      log_tail=log_tail(st.workdir / workdirs.LOG_FILE))
         self.log(f"{st.run.name}: {outcome} ({why}); no retries left (--max_retries="
                  f"{self.max_retries}), failed -> {st.workdir}")
       else:
@@ -570,14 +570,14 @@ class RaySweep:
           cost = f"retry {st.retries} of {self.max_retries}"
         self.log(f"{st.run.name}: {outcome} on {', '.join(hosts)} after {attempt_wall:.0f} s "
                  f"({why}); checkpoint at step {step}; resubmitted ({cost})")
-    launch_lib.write_record(st.workdir / launch_lib.RUN_FILE, record)
+    workdirs.write_record(st.workdir / workdirs.RUN_FILE, record)
 
   # -- the loop
   def run(self) -> List[dict]:
     ray = self.ray
     todo = []
     for st in self.states:
-      if launch_lib.is_finished(st.workdir):
+      if workdirs.is_finished(st.workdir):
         self.skipped.append(st.run.name)
         self.log(f"{st.run.name}: finished, skipped")
       else:
@@ -677,7 +677,7 @@ class SweepActor:
     import ray  # pylint: disable=g-import-not-at-top
     kw = dict(self.kwargs)
     sweep = sweeps_lib.get(kw.pop("sweep_name"))
-    runs = launch_lib.select(sweep, kw.pop("only"))
+    runs = sweeps_lib.select(sweep, kw.pop("only"))
     try:
       self.sweep = RaySweep(sweep, runs, log=lambda m: None, **kw)
       self.sweep.run()
@@ -755,14 +755,14 @@ def status_from_records(sweep, runs, root) -> Dict[str, List[List[str]]]:
   out = {k: [] for k in ("done", "running", "failed", "preempted", "lost", "not started")}
   for run in runs:
     workdir = pathlib.Path(root).absolute() / run.name
-    record_path = workdir / launch_lib.RUN_FILE
+    record_path = workdir / workdirs.RUN_FILE
     record = {}
     if record_path.exists():
       try:
         record = json.loads(record_path.read_text())
       except json.JSONDecodeError:
         pass
-    if launch_lib.is_finished(workdir):
+    if workdirs.is_finished(workdir):
       status = "done"
     else:
       status = record.get("status") or "not started"

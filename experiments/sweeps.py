@@ -2,7 +2,8 @@ r"""The paper's comparisons as data: sweeps of training runs, by name.
 
   python -m experiments.sweeps                     (every sweep: its runs and the data it needs)
   python -m experiments.sweeps --sweep=cifar10_small
-  python -m experiments.sweeps --estimate          (compute per run from MACs, see `estimate`)
+  python -m experiments.sweeps --estimate          (compute per run from MACs, see `estimate`;
+                                                    the paper sweeps, or --sweep=NAME)
 
 A `Sweep` is a list of `Run`s plus what its runs need from the user: data paths (`data`, named
 placeholders such as "{cifar10}" that runs use in their config argument or overrides and that
@@ -38,7 +39,7 @@ import argparse
 import dataclasses
 import pathlib
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -202,8 +203,9 @@ def _cifar_small_sparse() -> Tuple[Run, ...]:
 
 
 _CIFAR_DATA = (("cifar10", "CIFAR-10 image folder DIR/{train,test}/<label>/*.jpg|png "
-                           "(e.g. ../shared/data/cifar10)"),)
-_TEXT_DATA = (("text", "a plain text file (e.g. ../shared/data/tinyshakespeare/input.txt)"),)
+                           "(the CIFAR-10 images written out as image files)"),)
+_TEXT_DATA = (("text", "a plain text file (e.g. tinyshakespeare's input.txt from "
+                       "karpathy/char-rnn)"),)
 _IMAGENET_DATA = (("imagenet", "TFDS data_dir holding (or to prepare) imagenet2012, see "
                                "scripts/prepare_imagenet.md"),)
 
@@ -273,11 +275,29 @@ _register(Sweep(
           for alg in ("r", "m2r") for d in (32, 48)),
     metric="test/bpc", data=_TEXT_DATA))
 
+
+# The paper's comparisons: the sweeps `--estimate` covers by default.
+PAPER_SWEEPS = ("imagenet_resnet50", "imagenet_mobilenet_v1", "enwik8_transformer_xl",
+                "wikitext103_transformer_xl")
+
+
 def get(name: str) -> Sweep:
   """SWEEPS[name]; ValueError naming the sweeps for an unknown name."""
   if name not in SWEEPS:
     raise ValueError(f"unknown sweep {name!r}; sweeps: {sorted(SWEEPS)}")
   return SWEEPS[name]
+
+
+def select(sweep: Sweep, only: Optional[str]) -> List[Run]:
+  """The sweep's runs whose name matches the regex `only` (all if None)."""
+  if not only:
+    return list(sweep.runs)
+  pattern = re.compile(only)
+  runs = [r for r in sweep.runs if pattern.search(r.name)]
+  if not runs:
+    raise ValueError(f"--only={only!r} matches no run of {sweep.name!r}; runs: "
+                     f"{[r.name for r in sweep.runs]}")
+  return runs
 
 
 def describe(sweep: Sweep) -> str:
@@ -288,23 +308,40 @@ def describe(sweep: Sweep) -> str:
   return "\n".join(lines)
 
 
+def _estimate(names: Sequence[str], tflops: Optional[float]) -> int:
+  """Prints the compute estimate of sweeps `names` (default the paper's), progress on stderr."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  start = time.monotonic()
+  names = list(names) or sorted(PAPER_SWEEPS)
+  runs = sum(1 for n in names for r in SWEEPS[n].runs if not r.sparsity)
+  say = lambda line: print(line, file=sys.stderr, flush=True)
+  say(f"estimating the training compute of {runs} dense runs in {len(names)} sweep(s) "
+      "(closed-form counts of each run's config; the table goes to stdout) ...")
+  from experiments import estimate  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name in names:
+    say(f"{name}:")
+    rows += estimate.estimate(SWEEPS[name], log=say)
+  print(estimate.markdown(rows, tflops or estimate.DEFAULT_TFLOPS))
+  say(f"done in {time.monotonic() - start:.1f} s")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.sweeps",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--sweep", action="append", help="sweep(s) to show (default: all)")
   parser.add_argument("--estimate", action="store_true",
-                      help="print the expected compute of the paper sweeps' runs (markdown)")
+                      help="print the expected compute of the dense runs of the paper sweeps "
+                           "(or of --sweep) as markdown; progress on stderr")
   parser.add_argument("--tflops", type=float, default=None,
                       help="assumed sustained TFLOP/s per run for --estimate")
   args = parser.parse_args(argv)
   try:
     names = [get(n).name for n in (args.sweep or [])]
     if args.estimate:
-      from experiments import estimate  # pylint: disable=g-import-not-at-top
-      names = names or sorted(estimate.MODELS)
-      rows = [e for n in names for e in estimate.estimate(n)]
-      print(estimate.markdown(rows, args.tflops or estimate.DEFAULT_TFLOPS))
-      return 0
+      return _estimate(names, args.tflops)
   except ValueError as e:
     parser.error(str(e))
   for name in names or SWEEPS:

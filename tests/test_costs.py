@@ -1,5 +1,6 @@
 """Tests for algebranets.costs: formulas against hand counts, model accounting
-against Haiku's own parameter trees, and MAC counts against XLA's cost analysis.
+against Haiku's own parameter trees, and MAC counts against XLA's cost analysis;
+and its command line (algebranets.cost_report) on layers and registered models.
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 from algebranets import algebras
+from algebranets import cost_report
 from algebranets import costs
 from algebranets import nn as ann
 from algebranets import ops
@@ -232,7 +234,7 @@ def test_format_table_and_cli():
 
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    costs.main(["--c_in=8", "--c_out=8", "--batch=2", "--spatial=3", "--json"])
+    cost_report.main(["--c_in=8", "--c_out=8", "--batch=2", "--spatial=3", "--json"])
   rows = {r["algebra"]: r for r in json.loads(out.getvalue())}
   assert set(rows) == set(NAIVE)
   assert rows["m2r"]["dense_macs"] == 2 * 8 * 8 * 8
@@ -241,7 +243,7 @@ def test_format_table_and_cli():
 
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    costs.main(["--c_in=16", "--c_out=16", "--real_width", "--no-with_bias", "--json"])
+    cost_report.main(["--c_in=16", "--c_out=16", "--real_width", "--no-with_bias", "--json"])
   rows = {r["algebra"]: r for r in json.loads(out.getvalue())}
   # 16 real components = 4 elements of M2(R): 1/n² of the params, 1/n of the MACs
   # of the real layer of the same width (PAPER.md), n = 2.
@@ -252,7 +254,7 @@ def test_format_table_and_cli():
 
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    costs.main(["--c_in=8", "--c_out=8"])
+    cost_report.main(["--c_in=8", "--c_out=8"])
   lines = out.getvalue().strip().splitlines()
   assert len(lines) == 2 + len(NAIVE) and lines[0].startswith("| algebra")
 
@@ -339,7 +341,7 @@ def test_xla_gauss_path_does_the_fast_count():
 def test_cli_model_table_counts_the_model(capsys):
   # The CLI's params for a registered model equal the model's parameter leaves.
   from algebranets import models
-  costs.main(["--model", "cifar_resnet20", "--algebras", "r,m2r", "--json"])
+  cost_report.main(["--model", "cifar_resnet20", "--algebras", "r,m2r", "--json"])
   out = json.loads(capsys.readouterr().out)
   for row in out["rows"]:
     f = hk.transform_with_state(lambda x, a=row["algebra"]: models.MODELS["cifar_resnet20"](
@@ -348,7 +350,7 @@ def test_cli_model_table_counts_the_model(capsys):
     assert row["params"] == sum(math.prod(p.shape) for p in jax.tree.leaves(params))
   assert out["rows"][1]["macs"] > out["rows"][0]["macs"]  # same width: M2(R) does 8/4 per real param
   with pytest.raises(ValueError, match="Unknown model"):
-    costs.main(["--model", "resnet7"])
+    cost_report.main(["--model", "resnet7"])
 
 
 # ------------------------------------------- contractions outside weight layers
@@ -475,7 +477,7 @@ def test_transformer_xl_all_macs_agree_with_xla_cost_analysis():
 def test_cli_reports_all_macs_of_the_enwik8_preset(capsys):
   # The published enwik8 base model (12 layers, d_model 512, 8 heads of 64, d_inner 2048,
   # 256 bytes, mem_len 512) on a 64-token segment, counted by hand.
-  costs.main(["--model", "enwik8_base", "--algebras", "r", "--seq_len", "64", "--json"])
+  cost_report.main(["--model", "enwik8_base", "--algebras", "r", "--seq_len", "64", "--json"])
   [row] = json.loads(capsys.readouterr().out)["rows"]
   n_layers, t, k, c, hch, f, v = 12, 64, 64 + 512, 512, 512, 2048, 256
   weights = n_layers * (t * c * hch + k * c * 2 * hch + k * c * hch + t * hch * c + 2 * t * c * f)

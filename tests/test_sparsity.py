@@ -376,6 +376,36 @@ def test_sparse_costs_count_only_nonzero_params_and_scale_macs():
   assert "fc1" in sparsity.format_costs(c) and "fc2" not in sparsity.format_costs(c)
 
 
+def _table_rows(table: str):
+  """{first cell: [cells]} of a markdown table (header and rule left out)."""
+  lines = table.splitlines()
+  return {cells[0]: cells for cells in
+          ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+
+
+def test_every_row_of_the_export_table_has_one_denominator():
+  # Each row's sparsity is 1 - (its nonzero params) / (its params): the total row over the
+  # whole model (here 8·12·4 of 744 reals pruned at 75%: 0.387, not the pruned weight's 0.75),
+  # a layer row over its weight and bias, and a separate row for the pruned weights alone.
+  x = jax.ShapeDtypeStruct((5, 8, 4), jnp.float32)
+  report = costs.model_costs(_mlp, x)
+  params = hk.transform(_mlp).init(jax.random.PRNGKey(0), jnp.zeros((5, 8, 4)))
+  pruner = sparsity.Pruner(_spec(include="fc1/w"), params, 4)
+  masks = pruner.compute_masks(params, None, 0.75)
+  c = sparsity.sparse_costs(report, pruner, sparsity.apply_masks(params, masks), masks)
+  rows = _table_rows(sparsity.format_costs(c))
+  number = lambda cell: int(cell.replace(",", ""))
+  total = rows["total (model)"]
+  assert (number(total[1]), number(total[2])) == (744, 744 - 72 * 4)
+  assert float(total[5]) == pytest.approx(1 - (744 - 288) / 744, abs=5e-4)
+  pruned = rows["pruned weights"]
+  assert (number(pruned[1]), number(pruned[2]), float(pruned[5])) == (96 * 4, 24 * 4, 0.75)
+  fc1 = rows["fc1"]
+  assert (number(fc1[1]), number(fc1[2])) == ((96 + 12) * 4, (24 + 12) * 4)
+  assert float(fc1[5]) == pytest.approx(1 - 36 / 108, abs=5e-4)
+  assert c["pruned_params"] == 96 * 4 and c["pruned_nonzero_params"] == 24 * 4
+
+
 @pytest.mark.parametrize("spec,dim,shapes", [
     (_spec(), 4, {"a/conv": (3, 3, 8, 12, 4), "a/fc": (10, 6, 4)}),
     (_spec(kind="unstructured"), 4, {"a/conv": (3, 3, 8, 12, 4), "a/fc": (10, 6, 4)}),

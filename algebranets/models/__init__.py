@@ -8,7 +8,11 @@ constructors; an image model is built and applied inside `hk.transform` as
     logits = model(images, is_training=True)          # [B, H, W, 3] -> [B, K]
 
 `matching.match_image_model(MODELS[name], algebra, match="params" | "macs")`
-returns the width at which a model matches the real model's size.
+returns the width at which a model matches the real model's size. Widths count
+algebra elements: `TRANSFORMER_XL_PRESETS` are the real models, and a preset
+built in an algebra of D components is D times wider in reals (enwik8_base in
+m2r: 164 M parameters); `matched_config(TRANSFORMER_XL_PRESETS[name], algebra,
+match="params")` gives the algebra model of the real one's size.
 """
 
 import functools

@@ -98,6 +98,9 @@ __all__ = [
 
 # Published real base models (Dai et al. 2019, the reference run scripts
 # run_enwik8_base.sh / run_wt103_base.sh). enwik8 uses a byte vocabulary here.
+# The widths count algebra ELEMENTS: a preset with algebra="m2r" has 4 reals per element and is
+# 4x wider than the real model (enwik8_base: 164 M parameters, not 41 M). For an algebra model
+# the size of the real one use `matched_config(PRESETS[name], algebra, match="params")`.
 PRESETS: dict[str, dict[str, Any]] = {
     "enwik8_base": dict(vocab_size=256, d_model=512, n_layers=12, n_heads=8, d_head=64,
                         d_inner=2048, mem_len=512, dropout=0.1, dropatt=0.0),
@@ -340,12 +343,17 @@ class DecoderLayer(hk.Module):
 class TransformerXL(hk.Module):
   """The Transformer-XL language model over any algebra (see the module docstring).
 
-  Example (the enwik8 base model, real; pass algebra="m2r" etc. for others):
+  Example (the enwik8 base model, real):
 
     def loss_fn(tokens, targets, mems, is_training):
       model = TransformerXL(**PRESETS["enwik8_base"], algebra="r")
       nll, new_mems = model(tokens, mems, is_training, targets=targets)
       return nll.mean(), new_mems
+
+  The preset's widths count algebra elements, so `TransformerXL(**PRESETS["enwik8_base"],
+  algebra="m2r")` is 4x wider in reals (164 M parameters); the M2(R) model of the real one's
+  size is `TransformerXL(**matched_config(PRESETS["enwik8_base"], "m2r"), algebra="m2r")`
+  (d_model 256, 41.3 M parameters).
   """
 
   def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_head: int,

@@ -286,4 +286,30 @@ def test_estimate_arithmetic_and_table():
           f"{e.flops:.3g} | {e.hours(100.0):,.1f} |") in text
   assert "6 x 4,200,000,000 all MACs/image x 1.153e+08 images" in text
   with pytest.raises(ValueError, match="no compute estimate for sweep 'cifar10_small'"):
-    estimate.estimate("cifar10_small")
+    estimate.estimate(sweeps.get("cifar10_small"))  # its image folder names the classes
+
+
+def test_estimate_counts_the_model_each_run_config_trains():
+  # The run's config file, argument and overrides, resolved as the trainer would: enwik8's
+  # reference tokens have 204 symbols (not the preset's 256), debug_lm's d_model overrides apply.
+  from algebranets.models import transformer_xl  # pylint: disable=g-import-not-at-top
+  from experiments import estimate  # pylint: disable=g-import-not-at-top
+  rows = {e.run: e for e in estimate.estimate(sweeps.get("enwik8_transformer_xl"))}
+  assert len(rows) == 17                                # dense runs only
+  real = transformer_xl.model_costs(dict(transformer_xl.PRESETS["enwik8_base"], vocab_size=204),
+                                    "r", seq_len=512)
+  r = rows["r_match-params"]
+  assert (r.params, r.all_macs) == (real.total_params, real.all_macs / 512)
+  assert r.units == 400_000 * 22 * 512
+  rows = {e.run: e for e in estimate.estimate(sweeps.get("debug_lm"))}
+  small = transformer_xl.model_costs(dict(vocab_size=256, d_model=48, n_layers=1, n_heads=2,
+                                          d_head=16, d_inner=96, mem_len=16), "m2r", seq_len=16)
+  assert rows["m2r_match-none_d48"].params == small.total_params
+
+
+def test_estimate_cli_reports_progress_on_stderr_and_the_table_on_stdout(capsys):
+  assert sweeps.main(["--estimate", "--sweep=debug_lm"]) == 0
+  captured = capsys.readouterr()
+  assert captured.err.startswith("estimating the training compute of 4 dense runs in 1 sweep")
+  assert "r_match-none_d32: d_model 32" in captured.err and "done in" in captured.err
+  assert captured.out.startswith("**debug_lm**") and "| `m2r_match-none_d48` |" in captured.out

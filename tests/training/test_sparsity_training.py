@@ -116,7 +116,7 @@ def test_export_cli_writes_the_compact_model_and_it_loads_back_exactly(
                          f"--workdir={workdir}", f"--out={out}"], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "transformer_xl/layer_0/ff_in" in proc.stdout and "total (all layers)" in proc.stdout
+  assert "transformer_xl/layer_0/ff_in" in proc.stdout and "total (model)" in proc.stdout
   state = _host(train.restore_state(_config(enwik8_zip), workdir))
   loaded = sparsity.load(out)
   assert jax.tree.structure(loaded) == jax.tree.structure(state.params)

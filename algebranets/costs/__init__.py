@@ -64,17 +64,20 @@ Use:
       under `hk.intercept_methods`; the model needs no cost code of its own.
   jaxpr_macs(closed_jaxpr): the real MACs of every contraction of a program.
   format_table(report): the report as a markdown table.
-  python -m algebranets.costs --c_in=64 --c_out=64: one dense and one conv
-      layer for every registered algebra.
+  algebra_table(...): one dense and one conv layer for every registered algebra.
+
+Only counting lives here, below the models (which count themselves with it).
+The command line, `python -m algebranets.costs` (a layer per algebra, a
+registered model per algebra, or the model a config trains), sits above the
+models and the trainer, in `algebranets.cost_report`; exact closed-form
+counts of the registered models, for fast width matching, are in
+`algebranets.analytic_costs`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import sys
 from typing import Any, Callable, Optional, Sequence, Union
 
 import haiku as hk
@@ -87,7 +90,7 @@ from algebranets import nn as ann
 __all__ = [
     "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params",
     "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
-    "block_costs", "model_report", "main", "jaxpr_macs",
+    "block_costs", "jaxpr_macs", "markdown",
 ]
 
 AlgebraLike = Union[str, algebras.Algebra]
@@ -536,7 +539,8 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
 
 
 # ------------------------------------------------------------------- tables
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A markdown table of `rows` under `header`; columns of numbers are right-aligned."""
   cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
   widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
   # Right-align the columns that hold only numbers (blank cells allowed).
@@ -570,7 +574,7 @@ def format_table(report: ModelCost) -> str:
                  f"{report.other_macs:,}", f"{report.other_macs:,}"])
   rows.append(["total", "", "", "", "", f"{report.total_params:,}", f"{report.all_macs:,}",
                f"{report.all_fast_macs:,}"])
-  table = _markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
+  table = markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
                      "fast MACs"], rows)
   check = "ok" if report.params_consistent else "MISMATCH"
   return (f"{table}\n\nparameter check (weight layers {report.layer_params:,} + other "
@@ -580,7 +584,7 @@ def format_table(report: ModelCost) -> str:
           f"(flops = 2 × MACs).")
 
 
-# ---------------------------------------------------------------------- CLI
+# ------------------------------------------------------------ layer tables
 def algebra_table(c_in: int, c_out: int, batch: int, spatial: int, kernel: int,
                   with_bias: bool = True, real_width: bool = False,
                   names: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
@@ -626,103 +630,3 @@ def block_costs(report: ModelCost, depth: int = 2) -> list[dict[str, Any]]:
     b["macs"] += l.macs
     b["fast_macs"] += l.fast_macs
   return list(blocks.values())
-
-
-def model_report(model: str, algebra, match: str = "none", image_size: Optional[int] = None,
-                 seq_len: Optional[int] = None) -> tuple[ModelCost, str]:
-  """Cost of a registered model in `algebra`; with `match` ("params", "macs" or
-  "flops"), at the size that matches the real model's real parameters,
-  weight-layer MACs or all MACs. Returns (report, size description).
-
-  Image models: one image, inference forward. Transformer-XL presets: one
-  training segment of `seq_len` tokens (default mem_len) with a full memory
-  and the training loss (targets given), see `transformer_xl.model_costs`.
-  """
-  from algebranets import models  # models import costs: import lazily
-  from algebranets.models import transformer_xl as txl
-  alg = algebras.get(algebra)
-  matched = match != "none" and alg.name != "r"
-  if model in txl.PRESETS:
-    config = txl.matched_config(txl.PRESETS[model], alg, match) if matched else txl.PRESETS[model]
-    seq_len = seq_len or config["mem_len"]
-    size = f"d_model {config['d_model']}, d_head {config['d_head']}, d_inner {config['d_inner']}"
-    return txl.model_costs(config, alg, seq_len=seq_len), size
-  if model not in models.MODELS:
-    raise ValueError(f"Unknown model {model!r}; valid: "
-                     f"{', '.join(sorted(models.MODELS) + sorted(txl.PRESETS))}.")
-  ctor = models.MODELS[model]
-  cifar = model.startswith("cifar")
-  num_classes, image_size = (10, image_size or 32) if cifar else (1000, image_size or 224)
-  width = 1.0
-  if matched:
-    width = models.match_image_model(ctor, alg, match=match, image_size=image_size,
-                                     num_classes=num_classes).width
-  fn = lambda x: ctor(num_classes=num_classes, algebra=alg, width=width)(x, is_training=False)
-  report = model_costs(fn, jax.ShapeDtypeStruct((1, image_size, image_size, 3), np.float32))
-  return report, f"width {width:.4g}"
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(
-      prog="python -m algebranets.costs",
-      description="Real parameters and MACs: of a registered model per algebra (--model), "
-                  "or of one dense and one conv layer per algebra.")
-  parser.add_argument("--model", default=None,
-                      help="a registered model (models.MODELS, e.g. resnet50, cifar_resnet20, "
-                           "mobilenet_v1) or a Transformer-XL preset (enwik8_base, wt103_base)")
-  parser.add_argument("--algebras", default=",".join(algebras.names()),
-                      help="comma-separated algebras (default: all registered)")
-  parser.add_argument("--match", default="none", choices=("none", "params", "macs", "flops"),
-                      help="size each algebra's model to match the real one (flops: all "
-                           "multiply-adds, weight layers and other contractions)")
-  parser.add_argument("--image_size", type=int, default=None)
-  parser.add_argument("--seq_len", type=int, default=None, help="Transformer-XL segment length")
-  parser.add_argument("--per_block", action="store_true", help="also print per-block costs")
-  parser.add_argument("--c_in", type=int, default=64, help="input channels")
-  parser.add_argument("--c_out", type=int, default=64, help="output channels")
-  parser.add_argument("--batch", type=int, default=1, help="batch size (dense positions)")
-  parser.add_argument("--spatial", type=int, default=8, help="conv output height = width")
-  parser.add_argument("--kernel", type=int, default=3, help="conv kernel height = width")
-  parser.add_argument("--with_bias", action=argparse.BooleanOptionalAction, default=True)
-  parser.add_argument("--real_width", action="store_true",
-                      help="c_in/c_out count real components (each algebra gets c // D)")
-  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-  flags = parser.parse_args(argv)
-  for name in ("c_in", "c_out", "batch", "spatial", "kernel"):
-    if vars(flags)[name] < 1:
-      parser.error(f"--{name} must be a positive integer, got {vars(flags)[name]}.")
-  if flags.model:
-    rows, blocks = [], {}
-    for name in flags.algebras.split(","):
-      report, size = model_report(flags.model, name, flags.match, flags.image_size, flags.seq_len)
-      rows.append({"algebra": algebras.get(name).name, "size": size,
-                   "params": report.total_params, "macs": report.macs,
-                   "all_macs": report.all_macs, "fast_macs": report.fast_macs})
-      blocks[rows[-1]["algebra"]] = block_costs(report)
-    if flags.json:
-      print(json.dumps({"model": flags.model, "match": flags.match, "rows": rows,
-                        "blocks": blocks if flags.per_block else None}, indent=1))
-      return
-    print(f"{flags.model}, match={flags.match} (per image, or per training segment of "
-          f"seq_len tokens for Transformer-XL; macs: weight layers, naive products; all_macs: "
-          f"every multiply-add of the forward pass, flops = 2 × all_macs; see "
-          f"algebranets.costs)\n")
-    keys = list(rows[0])
-    fmt = lambda v: f"{v:,}" if isinstance(v, int) else v
-    print(_markdown(keys, [[fmt(r[k]) for k in keys] for r in rows]))
-    if flags.per_block:
-      for name, bl in blocks.items():
-        print(f"\n{name}:\n" + _markdown(list(bl[0]), [[fmt(b[k]) for k in b] for b in bl]))
-    return
-  rows = algebra_table(flags.c_in, flags.c_out, flags.batch, flags.spatial, flags.kernel,
-                       flags.with_bias, flags.real_width)
-  if flags.json:
-    print(json.dumps(rows, indent=1))
-    return
-  keys = list(rows[0])
-  print(_markdown(keys, [[f"{r[k]:,}" if isinstance(r[k], int) else r[k] for k in keys]
-                         for r in rows]))
-
-
-if __name__ == "__main__":
-  main(sys.argv[1:])

@@ -48,7 +48,8 @@ components, so nothing of their history survives.
 Export: `compress(params, masks)` writes each pruned weight as block-compressed rows (rows: the
 weight's leading axes with A flattened; columns: B; block: the pruning unit): indptr
 [rows/bh + 1], indices [nnz] and values [nnz, bh, bw, T]; `decompress` rebuilds the dense masked
-params exactly. Command line:
+params exactly. Command line (`algebranets.sparse_export`, which sits above the trainer whose
+checkpoints it restores; this module imports neither the models nor the trainer):
 
   python -m algebranets.sparsity export --workdir=RUN --out=model.npz [--step=N]
 
@@ -58,12 +59,10 @@ parameters and multiply-adds per layer.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import re
-import sys
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
@@ -527,11 +526,13 @@ def sparse_costs(report, pruner: Pruner, params, masks) -> Dict[str, Any]:
     pruner, params, masks: the pruning and the (masked) parameters.
 
   Returns:
-    {"params", "nonzero_params", "macs", "nonzero_macs", "sparsity" (pruned reals over the
-     pruned weights' reals), "layers": [{"name", "params", "nonzero_params", "macs",
-     "nonzero_macs", "kept"}]}: a layer whose weight is pruned keeps the fraction `kept` of its
-    weight's non-zero reals, and its MACs scale with it (each MAC multiplies one weight
-    component); biases and unpruned arrays count in full.
+    {"params", "nonzero_params" (the whole model), "macs", "nonzero_macs" (weight layers),
+     "pruned_params", "pruned_nonzero_params" (the pruned weights alone), "sparsity" (pruned
+     reals over the pruned weights' reals: 1 - pruned_nonzero_params / pruned_params),
+     "layers": [{"name", "params", "nonzero_params", "macs", "nonzero_macs", "kept"}]}: a
+    layer whose weight is pruned keeps the fraction `kept` of its weight's non-zero reals, and
+    its MACs scale with it (each MAC multiplies one weight component); biases and unpruned
+    arrays count in full.
   """
   counts = nonzero_counts(pruner, params, masks)
   by_module = {}
@@ -553,16 +554,30 @@ def sparse_costs(report, pruner: Pruner, params, masks) -> Dict[str, Any]:
   return {"params": int(report.total_params),
           "nonzero_params": int(report.total_params - removed_total),
           "macs": int(report.macs), "nonzero_macs": int(macs),
+          "pruned_params": int(pruned_total),
+          "pruned_nonzero_params": int(pruned_total - removed_total),
           "sparsity": removed_total / max(pruned_total, 1), "layers": layers}
 
 
 def format_costs(costs: Mapping[str, Any]) -> str:
-  """A markdown table of `sparse_costs` (pruned layers and totals)."""
+  """A markdown table of `sparse_costs`: the pruned layers, the pruned weights, the model.
+
+  Every row's sparsity is 1 - (its nonzero params) / (its params), the two columns beside
+  it: a layer's over its weight and bias, "pruned weights" over the pruned arrays alone (the
+  sparsity the schedule targets), "total (model)" over every parameter of the model.
+  """
+  def sparsity_of(params, nonzero):
+    return f"{1 - nonzero / params:.3f}" if params else ""
+
   rows = [[l["name"], f"{l['params']:,}", f"{l['nonzero_params']:,}", f"{l['macs']:,}",
-           f"{l['nonzero_macs']:,}", f"{1 - l['kept']:.3f}"]
+           f"{l['nonzero_macs']:,}", sparsity_of(l["params"], l["nonzero_params"])]
           for l in costs["layers"] if l["kept"] < 1.0]
-  rows.append(["total (all layers)", f"{costs['params']:,}", f"{costs['nonzero_params']:,}",
-               f"{costs['macs']:,}", f"{costs['nonzero_macs']:,}", f"{costs['sparsity']:.3f}"])
+  rows.append(["pruned weights", f"{costs['pruned_params']:,}",
+               f"{costs['pruned_nonzero_params']:,}", "", "",
+               sparsity_of(costs["pruned_params"], costs["pruned_nonzero_params"])])
+  rows.append(["total (model)", f"{costs['params']:,}", f"{costs['nonzero_params']:,}",
+               f"{costs['macs']:,}", f"{costs['nonzero_macs']:,}",
+               sparsity_of(costs["params"], costs["nonzero_params"])])
   header = ["layer", "params", "nonzero params", "MACs", "nonzero MACs", "sparsity"]
   widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
   line = lambda r: "| " + " | ".join(
@@ -653,51 +668,3 @@ def load(path) -> dict:
   """The dense masked params (nested dict of numpy arrays) of an exported .npz file."""
   with np.load(path) as f:
     return decompress({k: f[k] for k in f.files})
-
-
-def export_run(workdir, out, *, step: Optional[int] = None) -> Dict[str, Any]:
-  """Exports the checkpoint of a pruned run (its latest, or `step`) to `out` (.npz).
-
-  The run's resolved config (workdir/config.json) rebuilds the model (its data must be where
-  the config says: the task reads its sizes from the dataset). Returns the `sparse_costs`
-  of the checkpoint, with "step" and "file".
-  """
-  import pathlib  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from algebranets.training import train  # the training package sits above this module
-  workdir = pathlib.Path(workdir)
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  config.match = "none"  # the saved config holds the matched sizes already
-  state, run = train.restore_run(config, workdir, step=step)
-  if run.pruner is None:
-    raise ValueError(f"{workdir} is not a pruned run (sparsity.target is 0)")
-  params = jax.tree.map(np.asarray, state.params)
-  masks = jax.tree.map(np.asarray, state.masks)
-  params = jax.tree.map(np.asarray, apply_masks(params, masks))
-  save(out, compress(run.pruner, params, masks))
-  result = sparse_costs(run.task.cost_report(), run.pruner, params, masks)
-  return dict(result, step=int(np.asarray(state.step)), file=str(out))
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(
-      prog="python -m algebranets.sparsity",
-      description="Sparse models: export a pruned run's checkpoint as a compact model.")
-  commands = parser.add_subparsers(dest="command", required=True)
-  ex = commands.add_parser("export", help="write the compact (block-compressed rows) model of "
-                                          "a pruned run and print its non-zero params and MACs")
-  ex.add_argument("--workdir", required=True, help="the run's workdir (config.json, checkpoints)")
-  ex.add_argument("--out", required=True, help="the .npz file to write")
-  ex.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  ex.add_argument("--json", action="store_true", help="print JSON instead of a table")
-  flags = parser.parse_args(argv)
-  result = export_run(flags.workdir, flags.out, step=flags.step)
-  if flags.json:
-    print(json.dumps(result, indent=1))
-    return
-  print(f"step {result['step']} of {flags.workdir} -> {result['file']}\n")
-  print(format_costs(result))
-
-
-if __name__ == "__main__":
-  main(sys.argv[1:])

@@ -1,0 +1,12 @@
+"""`python -m algebranets.sparsity export ...`: see `algebranets.sparse_export`.
+
+The command restores a training run, so its code sits above the trainer, in
+`algebranets.sparse_export`; this file only starts it.
+"""
+
+import sys
+
+from algebranets import sparse_export
+
+if __name__ == "__main__":
+  sys.exit(sparse_export.main(sys.argv[1:]))
