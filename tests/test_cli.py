@@ -183,6 +183,20 @@ def test_launch_and_collect_errors_are_one_line(tmp_path):
   assert code == 2 and err.strip().count("\n") == 0 and err.startswith("error: "), err
 
 
+@pytest.mark.parametrize("module, args, code, says", [
+    ("algebranets.sample", ["--workdir={tmp}/none"], 1,
+     r"^error: \S+/none/config.json not found: .* is not the workdir of a training run"),
+    ("algebranets.costs", ["--config=" + LM + ":zz"], 1, r"^error: Unknown algebra 'zz'"),
+    ("algebranets.sparsity", ["export", "--workdir={tmp}/none", "--out={tmp}/x.npz"], 1,
+     r"^error: \S+/none/config.json not found"),
+    ("experiments.sweeps", ["--sweep=zz"], 2, r"^error: unknown sweep 'zz'; sweeps: \["),
+])
+def test_sample_costs_sparsity_and_sweeps_errors_are_one_line(tmp_path, module, args, code, says):
+  got, _, err = _run(*[a.format(tmp=tmp_path) for a in args], module=module)
+  assert got == code and err.strip().count("\n") == 0 and "Traceback" not in err, err
+  assert re.search(says, err), err
+
+
 # ----------------------------------------------------------------------------- the rule
 def _raise(error):
   raise error
