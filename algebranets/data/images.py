@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import pathlib
+import re
 import sys
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
@@ -405,12 +406,13 @@ class ImageDataset:
                  if not _decodable(tf, [paths[i]])[0]]
           if not bad:
             raise
+          why = re.sub(r"\{\{.*?\}\}|\[\[.*", "", e.message.splitlines()[0]).strip()
           raise errors.DataError(
               f"{bad[0]}: this image of the {split!r} split of {self.name} does not decode "
-              f"({e.message.splitlines()[0].strip()})"
-              + (f" (nor {len(bad) - 1} more of the same batch: {bad[1:4]})" if len(bad) > 1
-                 else "") + "; replace or delete it, or set data.skip_corrupt=True to leave "
-              "unreadable images out (counted in the log)") from e
+              f"({why})" + (f" (nor {len(bad) - 1} more of the same batch: {bad[1:4]})"
+                            if len(bad) > 1 else "") +
+              "; replace or delete it, or leave unreadable images out (each named in the log): "
+              "skip_corrupt=True, on the command line --config.data.skip_corrupt=True") from e
         except tf.errors.NotFoundError as e:
           raise FileNotFoundError(f"reading the {split!r} split of {self.name}: {e.message}; "
                                   "was the folder changed after the dataset was built?") from e

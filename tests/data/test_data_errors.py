@@ -177,8 +177,9 @@ def test_a_corrupt_image_names_the_file_and_the_split(tf, tmp_path):
   root = _folder_with_bad_images(tf, tmp_path / "f")
   ds = data.build("image_folder", root=root, image_size=8, recipe="cifar")
   # Before: tf.errors.InvalidArgumentError "Unknown image file format..." naming no file.
-  with pytest.raises(errors.DataError, match=r"train/cat/02\.jpg.*'train' split.*"
-                     r"skip_corrupt=True"):
+  with pytest.raises(errors.DataError, match=r"train/cat/02\.jpg: this image of the 'train' "
+                     r"split of image_folder does not decode \(Unknown image file format.*\);.*"
+                     r"--config\.data\.skip_corrupt=True"):
     for _ in zip(range(8), ds.train_batches(4, start_step=0)):
       pass
   with pytest.raises(errors.DataError, match=r"test/ant/01\.jpg.*'test' split"):
