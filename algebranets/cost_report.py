@@ -59,6 +59,7 @@ import numpy as np
 from algebranets import algebras
 from algebranets import analytic_costs
 from algebranets import costs
+from algebranets import errors
 from algebranets import models
 from algebranets.models import transformer_xl
 from algebranets.training import tasks as tasks_lib
@@ -504,6 +505,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--real_width", action="store_true",
                       help="c_in/c_out count real components (each algebra gets c // D)")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print the traceback of an error too")
   return parser
 
 
@@ -538,4 +541,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  sys.exit(errors.run_cli(main, sys.argv[1:]))

@@ -43,6 +43,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from algebranets import errors
 from algebranets import models
 from algebranets import saved_run
 
@@ -194,6 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
   parser.add_argument("--data_path", default=None,
                       help="where the run's data is now, if not at config.json's data.path")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print the traceback of an error too")
   flags = parser.parse_args(argv)
   text = None
   if flags.prompt is not None:
@@ -212,4 +215,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  sys.exit(errors.run_cli(main, sys.argv[1:]))

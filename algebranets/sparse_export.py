@@ -26,6 +26,7 @@ from typing import Any, Dict, Optional, Sequence
 import jax
 import numpy as np
 
+from algebranets import errors
 from algebranets import saved_run
 from algebranets import sparsity
 
@@ -67,6 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   ex.add_argument("--data_path", default=None,
                   help="where the run's data is now, if not at config.json's data.path")
   ex.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  ex.add_argument("--verbose", action="store_true", help="print the traceback of an error too")
   flags = parser.parse_args(argv)
   result = export_run(flags.workdir, flags.out, step=flags.step, data_path=flags.data_path)
   if flags.json:
@@ -80,4 +82,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  sys.exit(errors.run_cli(main, sys.argv[1:]))

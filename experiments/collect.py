@@ -42,6 +42,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from algebranets import errors
 from experiments import launch as launch_lib
 from experiments import sweeps as sweeps_lib
 
@@ -308,6 +309,8 @@ def main(argv=None) -> int:
   parser.add_argument("--metric", help="<split>/<name> to report (default: the sweep's, from "
                       "launch.json, else the config's best_metric)")
   parser.add_argument("--title", default="", help="heading of results.md and the plots")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print the traceback of an error too")
   args = parser.parse_args(argv)
   command = "python -m experiments.collect " + shlex.join(
       (argv if argv is not None else sys.argv[1:]))
@@ -315,10 +318,10 @@ def main(argv=None) -> int:
     rows = write(args.root, args.out or args.root, metric=args.metric, title=args.title,
                  command=command)
   except FileNotFoundError as e:
-    parser.error(str(e))
+    parser.exit(2, f"error: {errors.message(e)}\n")
   print(f"{len(rows)} run(s) -> {pathlib.Path(args.out or args.root) / 'results.md'}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(errors.run_cli(main))

@@ -43,6 +43,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from algebranets import errors
 from experiments import sweeps as sweeps_lib
 # What a launched run leaves in its workdir, shared with the Ray backend (experiments.workdirs);
 # `select` picks a sweep's runs (experiments.sweeps). Both kept importable from here.
@@ -186,6 +187,8 @@ def main(argv=None) -> int:
                          help="run the sweep in a detached Ray actor and return")
   ray_flags.add_argument("--attach", action="store_true",
                          help="follow the detached sweep of --root until it ends")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print the traceback of an error too")
   args, rest = parser.parse_known_args(argv)
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown:
@@ -253,7 +256,9 @@ def main(argv=None) -> int:
           "checkpoints", file=sys.stderr, flush=True)
     return 130
   except ValueError as e:
-    parser.error(str(e))
+    if not errors.is_user_error(e):  # raised inside a library: a bug, with its traceback
+      raise
+    parser.exit(2, f"error: {errors.message(e)}\n")
   failed = [r["run"] for r in records if r["status"] != "done"]
   print(f"{len(records)} run(s) launched, {len(failed)} failed" +
         (f": {failed}" if failed else ""), flush=True)
@@ -261,4 +266,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(errors.run_cli(main))

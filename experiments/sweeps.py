@@ -41,6 +41,8 @@ import pathlib
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from algebranets import errors
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 
@@ -337,13 +339,17 @@ def main(argv=None) -> int:
                            "(or of --sweep) as markdown; progress on stderr")
   parser.add_argument("--tflops", type=float, default=None,
                       help="assumed sustained TFLOP/s per run for --estimate")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print the traceback of an error too")
   args = parser.parse_args(argv)
   try:
     names = [get(n).name for n in (args.sweep or [])]
     if args.estimate:
       return _estimate(names, args.tflops)
   except ValueError as e:
-    parser.error(str(e))
+    if not errors.is_user_error(e):  # raised inside a library: a bug, with its traceback
+      raise
+    parser.exit(2, f"error: {errors.message(e)}\n")
   for name in names or SWEEPS:
     print(describe(SWEEPS[name]) + "\n")
   return 0
@@ -351,4 +357,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
-  sys.exit(main())
+  sys.exit(errors.run_cli(main))

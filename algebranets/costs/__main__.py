@@ -8,6 +8,7 @@ the models, and this file only starts the command.
 import sys
 
 from algebranets import cost_report
+from algebranets import errors
 
 if __name__ == "__main__":
-  sys.exit(cost_report.main(sys.argv[1:]))
+  sys.exit(errors.run_cli(cost_report.main, sys.argv[1:]))

@@ -20,6 +20,13 @@ concatenated in process order are the global batch.
   images   ImageDataset: {"image": float32 [Bh, S, S, 3], "label": int32 [Bh]};
            attributes num_classes, image_size, class_names
 
+Bad data raises `algebranets.errors.DataError` (a ValueError) naming the file and the split, as
+early as it can be known: a text split with nothing to predict when the corpus is built, a
+training split too short for its batch (`TextDataset.check_batch_size`) before any model is
+built, a corrupt or truncated zip member (archive and member named) while it is read, an image
+that does not decode when its batch is read (or, with image_folder's `skip_corrupt=True`, left
+out when the folder is built and counted in the log); a class that only an eval split has.
+
 The image pipelines need the "images" extra (tensorflow, tensorflow-datasets), imported only when
 an image dataset is built. The default text corpus, "stdlib", needs no download at all.
 """

@@ -42,13 +42,20 @@ told not to take any GPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import os
 import pathlib
+import re
+import sys
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from algebranets import errors
+from algebranets import logs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,6 +68,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 CIFAR_HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 CIFAR_ARCHIVES = {"cifar10": "cifar-10-binary.tar.gz", "cifar100": "cifar-100-binary.tar.gz"}
+_log = logging.getLogger("algebranets")
+
 CROP_PADDING = 32  # eval crop keeps S / (S + 32) of the shorter side
 SHUFFLE_BUFFER = 16_384  # examples per host, for streamed (TFDS) training data
 
@@ -72,10 +81,19 @@ def _missing_extra(e: ImportError) -> ModuleNotFoundError:
       "requirements-lock.txt`", name=e.name)
 
 
+def _quiet_import(module: str):
+  """Holds back TensorFlow's C++ start-up lines (logs.quiet_stderr) on its first import."""
+  if module in sys.modules:
+    return contextlib.nullcontext()
+  logs.quiet_startup()
+  return logs.quiet_stderr()
+
+
 def _tf():
   """TensorFlow, imported on first use and kept off the accelerators JAX uses."""
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with _quiet_import("tensorflow"):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise _missing_extra(e) from e
   try:
@@ -87,7 +105,8 @@ def _tf():
 
 def _tfds():
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    with _quiet_import("tensorflow_datasets"):
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise _missing_extra(e) from e
   return tfds
@@ -331,7 +350,13 @@ class ImageDataset:
       ds = _host_slice(tf, tf.data.Dataset.zip((positions, order)), batch_size, process_index,
                        per_host)
       ds = ds.map(lambda g, i: (g, *load(i)))
+
+      def batch_indices(k):  # the examples of this host's batch k (to name a damaged file)
+        first = start + k * batch_size + process_index * per_host
+        return [int(epoch_order(tf.constant(q // n, tf.int64))[q % n])
+                for q in range(first, first + per_host)]
     else:
+      batch_indices = None
       # This host's part of the split, read once per epoch in an order keyed by (seed, epoch);
       # host p's stream positions [s·Bh, (s+1)·Bh) make its rows of global batch s.
       host_split, n = self.source.host_part(split, process_index, process_count)
@@ -359,13 +384,40 @@ class ImageDataset:
           lambda g, ex: (g * process_count + process_index, *ex))
     ds = ds.map(self._map_fn(tf, True, seed), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(per_host, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    yield from self._numpy(tf, ds)
+    yield from self._numpy(tf, ds, split, batch_indices)
 
-  def _numpy(self, tf, ds) -> Iterator[dict]:
-    """`ds` as numpy; a TFDS source's missing or damaged files stop it with what to do."""
+  def _numpy(self, tf, ds, split: str, batch_indices=None) -> Iterator[dict]:
+    """`ds` as numpy. A TFDS source's missing or damaged files stop it with what to do; an
+    image file that does not decode stops it with a DataError naming the file and the split
+    (`batch_indices(k)`: the examples of this host's batch k, searched for the culprit)."""
     if not isinstance(self.source, TFDSSource):
-      yield from ds.as_numpy_iterator()
-      return
+      k = 0
+      iterator = ds.as_numpy_iterator()
+      while True:
+        try:
+          batch = next(iterator)
+        except StopIteration:
+          return
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+          if batch_indices is None or self.source.kind != "encoded":
+            raise
+          paths = self.source.data[split]
+          bad = [str(paths[i]) for i in sorted(set(batch_indices(k)))
+                 if not _decodable(tf, [paths[i]])[0]]
+          if not bad:
+            raise
+          why = re.sub(r"\{\{.*?\}\}|\[\[.*", "", e.message.splitlines()[0]).strip()
+          raise errors.DataError(
+              f"{bad[0]}: this image of the {split!r} split of {self.name} does not decode "
+              f"({why})" + (f" (nor {len(bad) - 1} more of the same batch: {bad[1:4]})"
+                            if len(bad) > 1 else "") +
+              "; replace or delete it, or leave unreadable images out (each named in the log): "
+              "skip_corrupt=True, on the command line --config.data.skip_corrupt=True") from e
+        except tf.errors.NotFoundError as e:
+          raise FileNotFoundError(f"reading the {split!r} split of {self.name}: {e.message}; "
+                                  "was the folder changed after the dataset was built?") from e
+        yield batch
+        k += 1
     try:
       yield from ds.as_numpy_iterator()
     except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
@@ -397,6 +449,11 @@ class ImageDataset:
       load = self.source.loader(tf, split)
       ds = _host_slice(tf, tf.data.Dataset.range(steps * batch_size), batch_size, process_index,
                        per_host)
+
+      def batch_indices(k):  # the examples of this host's batch k (to name a damaged file)
+        first = k * batch_size + process_index * per_host
+        return [min(g, n - 1) for g in range(first, first + per_host)]
+
       # Padding positions (>= n) repeat the last example, masked out.
       ds = ds.map(lambda g: dict(preprocess_fn(g, *load(tf.minimum(g, n - 1))), mask=g < n),
                   num_parallel_calls=tf.data.AUTOTUNE)
@@ -409,8 +466,9 @@ class ImageDataset:
       pad = {"image": tf.zeros([size, size, 3]), "label": tf.constant(0, tf.int32),
              "mask": tf.constant(False)}
       ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat()).take(steps * per_host)
+      batch_indices = None
     ds = ds.batch(per_host).prefetch(tf.data.AUTOTUNE)
-    yield from self._numpy(tf, ds)
+    yield from self._numpy(tf, ds, split, batch_indices)
 
 
 def _check_batch(batch_size: int, process_index: int, process_count: int) -> int:
@@ -432,12 +490,32 @@ def _host_slice(tf, ds, batch_size: int, process_index: int, per_host: int):
                 ).unbatch()
 
 
+def _decodable(tf, paths: Sequence[str]) -> np.ndarray:
+  """bool [len(paths)]: whether each image file reads and decodes as the pipelines decode it
+  (tf.io.decode_image, 3 channels), checked in parallel by tf.data."""
+  paths = [str(p) for p in paths]
+  ok = np.zeros(len(paths), bool)
+  if not paths:
+    return ok
+  files = tf.constant(paths)
+
+  def check(i):
+    image = tf.io.decode_image(tf.io.read_file(files[i]), channels=3, expand_animations=False)
+    return i, tf.shape(image)  # the decoded shape: the decode cannot be skipped
+
+  ds = tf.data.Dataset.range(len(paths)).map(check, num_parallel_calls=tf.data.AUTOTUNE,
+                                             deterministic=False)
+  for i, _ in ds.ignore_errors().as_numpy_iterator():
+    ok[i] = True
+  return ok
+
+
 # ----------------------------------------------------------------------------- builders
 def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
                  train_split: str = "train", eval_splits: Optional[Sequence[str]] = None,
                  mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, train_examples: int = 0,
-                 eval_examples: int = 0) -> ImageDataset:
+                 eval_examples: int = 0, skip_corrupt: bool = False) -> ImageDataset:
   """Images in `root/<split>/<label>/*.{jpg,jpeg,png}`; labels index the sorted class names.
 
   The class names are the union of the label directories of all the splits used, so every split
@@ -448,6 +526,11 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
   each of the K labels, one more for the first n % K labels (a label with fewer files gives all
   of them). The subset is a function of the folder alone, so every run sees the same examples.
 
+  An image that does not decode stops the pipeline with a DataError naming the file and the
+  split. With `skip_corrupt`, every image used is decoded once here (in parallel; a full pass
+  over the files) and those that do not decode are left out, each named in a warning and counted
+  in `description`; the rest keep their order, so runs stay reproducible.
+
   Args:
     root: the folder holding one directory per split.
     image_size: S.
@@ -455,6 +538,7 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
     train_split: the training split's directory.
     eval_splits: evaluation splits; default every other directory under root, sorted.
     mean, std: per-channel normalisation.
+    skip_corrupt: leave out the images that do not decode (see above).
   """
   root = pathlib.Path(root)
   layout = "root/<split>/<label>/<image>.jpg|jpeg|png"
@@ -471,9 +555,19 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
     if split not in found:
       raise FileNotFoundError(f"expected the split directory {root / split} ({layout}); "
                               f"found splits {found}")
-  class_names = sorted({d.name for s in splits for d in (root / s).iterdir() if d.is_dir()})
+  labels_in = {s: {d.name for d in (root / s).iterdir() if d.is_dir()} for s in splits}
+  class_names = sorted(set().union(*labels_in.values()))
   if not class_names:
     raise FileNotFoundError(f"no label directories under {root}/{{{','.join(splits)}}} ({layout})")
+  # A class no training image has would be an output the model never learns (and every test
+  # image of it an error): refuse it rather than count it.
+  untrained = {s: sorted(labels_in[s] - labels_in[train_split]) for s in eval_splits}
+  if any(untrained.values()):
+    where = "; ".join(f"{names} only in {root / s}" for s, names in untrained.items() if names)
+    raise errors.DataError(
+        f"image folder {root}: class(es) {where}, with no training images in "
+        f"{root / train_split}; add their training images, or remove them from the eval "
+        "split(s)")
   label_of = {name: i for i, name in enumerate(class_names)}
   data, labels = {}, {}
   for split in splits:
@@ -488,13 +582,36 @@ def image_folder(root, *, image_size: int = 224, recipe: str = "inception",
     limit = train_examples if split == train_split else eval_examples
     if limit:
       files = _balanced_subset(files, limit)
+      left_out = [class_names[label] for label, fs in zip(split_labels, files) if not fs]
+      if split == train_split and left_out:
+        raise errors.DataError(
+            f"image folder {root}: train_examples={limit} keeps no training image of class(es) "
+            f"{left_out} (it takes limit // K of each of the K={len(files)} classes, one more "
+            f"for the first limit % K); set train_examples to at least {len(files)}, or 0 for "
+            "all")
     split_labels = [label for label, fs in zip(split_labels, files) for _ in fs]
     files = [f for fs in files for f in fs]
     if not files:
       raise FileNotFoundError(f"{root / split} has no label directories ({layout})")
     data[split] = np.array(files)
     labels[split] = np.array(split_labels, np.int32)
+  skipped = {}
+  if skip_corrupt:
+    tf = _tf()
+    for split in splits:
+      ok = _decodable(tf, data[split])
+      if not ok.all():
+        bad = data[split][~ok]
+        skipped[split] = len(bad)
+        _log.warning("image folder %s: skipped %d unreadable image(s) of the %r split: %s%s",
+                     root, len(bad), split, ", ".join(bad[:10]),
+                     f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        data[split], labels[split] = data[split][ok], labels[split][ok]
+        if not len(data[split]):
+          raise errors.DataError(f"image folder {root}: no image of the {split!r} split decodes")
   sizes = ", ".join(f"{s} {len(labels[s]):,}" for s in splits)
+  if skipped:
+    sizes += " (skipped " + ", ".join(f"{n} unreadable of {s}" for s, n in skipped.items()) + ")"
   return ImageDataset(
       name="image_folder", num_classes=len(class_names), image_size=image_size,
       source=IndexSource(data, labels, "encoded"), recipe=recipe, mean=tuple(mean),

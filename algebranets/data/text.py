@@ -62,9 +62,12 @@ import sys
 import sysconfig
 import uuid
 import zipfile
+import zlib
 from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from algebranets import errors
 
 SPLITS = ("train", "valid", "test")
 
@@ -102,6 +105,7 @@ class TextDataset:
     vocab: the word of every id for word corpora; None for bytes (id = byte value).
     symbols: the byte of every id for byte corpora with their own numbering (enwik8 with
       reference_tokens); None when id = byte value or for word corpora.
+    files: split -> the file (or "archive: member") it was read from, for error messages.
   """
   name: str
   splits: Mapping[str, np.ndarray]
@@ -114,6 +118,23 @@ class TextDataset:
   symbols: Optional[Sequence[int]] = None
   train_split: str = "train"
   eval_splits: Tuple[str, ...] = ("valid", "test")
+  files: Optional[Mapping[str, str]] = None
+
+  def check_batch_size(self, batch_size: int) -> None:
+    """A DataError naming the file unless the training split fills `batch_size` rows of one
+    `seq_len` segment each (what `train_batches` needs): a check to run before building a model.
+    """
+    n = len(self.splits[self.train_split])
+    need = batch_size * self.seq_len + 1
+    if n < need:
+      raise errors.DataError(
+          f"{self._file(self.train_split)}: the {self.train_split!r} split has {n:,} tokens, too "
+          f"few for {batch_size} rows of {self.seq_len}-token segments (train.batch_size x "
+          f"data.seq_len): it needs at least {need:,}; use a smaller train.batch_size or "
+          "data.seq_len, or a longer file")
+
+  def _file(self, split: str) -> str:
+    return (self.files or {}).get(split) or str(self.info.get("source", self.name))
 
   def train_batches(self, batch_size: int, *, process_index: int = 0, process_count: int = 1,
                     start_step: int = 0, seed: int = 0) -> Iterator[dict]:
@@ -277,9 +298,10 @@ def _stream_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: pathlib.Pat
     with zf.open(info) as src, open(tmp, "wb") as out:
       shutil.copyfileobj(src, out, _CHUNK)  # zipfile checks the CRC at the end of the member
     _publish(tmp, dest)
-  except (zipfile.BadZipFile, EOFError) as e:
+  except (zipfile.BadZipFile, EOFError, zlib.error) as e:
     tmp.unlink(missing_ok=True)
-    raise ValueError(f"{archive}: member {info.filename!r} is corrupt ({e}); {how_to_get}") from e
+    raise errors.DataError(f"{archive}: member {info.filename!r} is corrupt ({e}); "
+                           f"{how_to_get}") from e
   except BaseException:
     tmp.unlink(missing_ok=True)
     raise
@@ -289,7 +311,14 @@ def _open_zip(path: pathlib.Path, how_to_get: str) -> zipfile.ZipFile:
   try:
     return zipfile.ZipFile(path)
   except zipfile.BadZipFile as e:
-    raise ValueError(f"{path} is not a valid zip archive ({e}); {how_to_get}") from e
+    raise errors.DataError(f"{path} is not a valid zip archive ({e}): a truncated or damaged "
+                           f"download?; {how_to_get}") from e
+
+
+def _looks_like_zip(path: pathlib.Path) -> bool:
+  """Whether `path` starts with a zip local file header (or is named *.zip)."""
+  with open(path, "rb") as f:
+    return f.read(4) == b"PK\x03\x04" or path.suffix.lower() == ".zip"
 
 
 def _find_members(zf: zipfile.ZipFile, names: Sequence[str], archive: pathlib.Path,
@@ -299,7 +328,7 @@ def _find_members(zf: zipfile.ZipFile, names: Sequence[str], archive: pathlib.Pa
   missing = [n for n in names if n not in by_name]
   if missing:
     found = sorted(by_name)[:8]
-    raise ValueError(f"{archive} lacks the expected member(s) {missing} (found {found}"
+    raise errors.DataError(f"{archive} lacks the expected member(s) {missing} (found {found}"
                      f"{' ...' if len(by_name) > 8 else ''}); {how_to_get}")
   return [by_name[n] for n in names]
 
@@ -317,11 +346,27 @@ def _proportional_sizes(n: int, weights: Sequence[float]) -> Tuple[int, int, int
 
 
 def _text_dataset(name, splits, vocab_size, seq_len, eval_seq_len, description, info,
-                  vocab=None, symbols=None) -> TextDataset:
+                  vocab=None, symbols=None, files=None, total=None) -> TextDataset:
+  """The TextDataset, after checking that every split can be batched at all (`_check_splits`)."""
   info = dict(info, sizes={s: int(len(a)) for s, a in splits.items()})
+  files = {s: str(f) for s, f in (files or {}).items()}
+  _check_splits(splits, files, info.get("source", name), total)
   return TextDataset(name=name, splits=splits, vocab_size=vocab_size, seq_len=seq_len,
                      eval_seq_len=eval_seq_len or seq_len, description=description, info=info,
-                     vocab=vocab, symbols=symbols)
+                     vocab=vocab, symbols=symbols, files=files or None)
+
+
+def _check_splits(splits, files, source, total: Optional[int]) -> None:
+  """A DataError naming the file and the split if a split has nothing to predict (< 2 tokens).
+  Runs when the corpus is built, before any model; whether the training split fills a batch is
+  `TextDataset.check_batch_size`, run when the batch size is known (the task's resolve)."""
+  for split, tokens in splits.items():
+    if len(tokens) < 2:
+      where = files.get(split) or str(source)
+      size = f" ({total:,} bytes)" if total is not None else ""
+      raise errors.DataError(
+          f"{where}{size}: its {split!r} split has {len(tokens):,} token(s), nothing to "
+          "predict (it needs at least 2); use a longer file")
 
 
 # ----------------------------------------------------------------------------- enwik8
@@ -358,6 +403,10 @@ def enwik8(path, *, cache_dir=None, split_sizes: Sequence[int] = ENWIK8_SPLITS,
     raise FileNotFoundError(f"expected enwik8.zip or the raw file enwik8 at {path}; {how}")
   info = {"source": str(path)}
   cache = pathlib.Path(cache_dir) if cache_dir is not None else path.parent
+  if not zipfile.is_zipfile(path) and _looks_like_zip(path):
+    raise errors.DataError(
+        f"{path} is a truncated or damaged zip archive (it starts as one but has no complete "
+        f"directory of members); {how}")
   if zipfile.is_zipfile(path):
     with _open_zip(path, how) as zf:
       (member,) = _find_members(zf, [ENWIK8_MEMBER], path, how)
@@ -384,7 +433,7 @@ def enwik8(path, *, cache_dir=None, split_sizes: Sequence[int] = ENWIK8_SPLITS,
   split_text = f"split {sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}"
   if not reference_tokens:
     return _text_dataset("enwik8", splits, 256, seq_len, eval_seq_len,
-                         f"enwik8 bytes from {path}, {split_text}", info)
+                         f"enwik8 bytes from {path}, {split_text}", info, total=len(data))
   key = hashlib.sha256(f"{identity}\t{tuple(int(x) for x in sizes)}".encode()).hexdigest()
   out_dir = cache / f"enwik8-reference-{key[:16]}"
   if not (out_dir / "meta.json").is_file():
@@ -397,7 +446,7 @@ def enwik8(path, *, cache_dir=None, split_sizes: Sequence[int] = ENWIK8_SPLITS,
   return _text_dataset(
       "enwik8", tokens, len(symbols), seq_len, eval_seq_len,
       f"enwik8 reference tokens (Transformer-XL prep: newlines dropped, {len(symbols)} symbols "
-      f"by frequency) from {path}, bytes {split_text}", info, symbols=symbols)
+      f"by frequency) from {path}, bytes {split_text}", info, symbols=symbols, total=len(data))
 
 
 def reference_token_vocabulary(splits: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -472,7 +521,8 @@ def byte_file(path, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, seq_len: 
   sizes = _proportional_sizes(len(data), fractions)
   return _text_dataset(
       "byte_file", _split_by_sizes(data, sizes), 256, seq_len, eval_seq_len,
-      f"bytes of {path}, split {sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}", {"source": str(path)})
+      f"bytes of {path}, split {sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}", {"source": str(path)},
+      total=len(data))
 
 
 # ----------------------------------------------------------------------------- stdlib
@@ -541,7 +591,7 @@ def stdlib(*, cache_dir=None, root=None, fractions: Sequence[float] = DEFAULT_FR
                  f"{meta['bytes']:,} bytes, sha256 {meta['sha256'][:16]}, split "
                  f"{sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}")
   return _text_dataset("stdlib", _split_by_sizes(data, sizes), 256, seq_len, eval_seq_len,
-                       description, dict(meta, cache=str(raw)))
+                       description, dict(meta, cache=str(raw), source=str(raw)), total=len(data))
 
 
 # ----------------------------------------------------------------------------- WikiText-103
@@ -560,13 +610,26 @@ def _wikitext_source(path: pathlib.Path, how: str):
       f"and wiki.test.tokens, at {path}; {how}")
 
 
-def _lines(kind: str, source: pathlib.Path, split: str, zf) -> Iterator[str]:
+def _wikitext_file(kind: str, source: pathlib.Path, split: str) -> str:
+  """Where `split` is read from: "archive: member" or the file, for messages."""
   if kind == "zip":
-    with zf.open(WIKITEXT103_MEMBERS[split]) as raw:
-      yield from io.TextIOWrapper(raw, encoding="utf-8")
-  else:
-    with open(source / f"wiki.{split}.tokens", encoding="utf-8") as f:
-      yield from f
+    return f"{source}: member {WIKITEXT103_MEMBERS[split]!r}"
+  return str(source / f"wiki.{split}.tokens")
+
+
+def _lines(kind: str, source: pathlib.Path, split: str, zf, how: str) -> Iterator[str]:
+  """The lines of `split`; a DataError naming the archive, member and split if it is damaged."""
+  try:
+    if kind == "zip":
+      with zf.open(WIKITEXT103_MEMBERS[split]) as raw:
+        yield from io.TextIOWrapper(raw, encoding="utf-8")
+    else:
+      with open(source / f"wiki.{split}.tokens", encoding="utf-8") as f:
+        yield from f
+  except (zipfile.BadZipFile, EOFError, zlib.error, UnicodeDecodeError) as e:
+    what = "is corrupt" if kind == "zip" else "is not UTF-8 text"
+    raise errors.DataError(f"{_wikitext_file(kind, source, split)} (the {split} split) {what} "
+                           f"({type(e).__name__}: {e}); {how}") from e
 
 
 def _encode_split(lines: Iterator[str], index: dict, grow: bool, out_path: pathlib.Path,
@@ -600,14 +663,15 @@ def _encode_split(lines: Iterator[str], index: dict, grow: bool, out_path: pathl
   return count
 
 
-def _build_word_corpus(kind, source, zf, out_dir: pathlib.Path) -> None:
+def _build_word_corpus(kind, source, zf, out_dir: pathlib.Path, how: str) -> None:
   """Encodes every split into out_dir: vocab.txt, {split}.ids, meta.json (written last)."""
   # One pass over train: provisional ids in first-occurrence order (<eos> first), then counts,
   # then a permutation to the final order: <eos>, then by count descending, ties by first
   # occurrence -- the reference Vocab's order (Counter.most_common is a stable sort).
   index = {EOS: 0}
   provisional = out_dir / "train.provisional"
-  n_train = _encode_split(_lines(kind, source, "train", zf), index, True, provisional, np.uint32)
+  n_train = _encode_split(_lines(kind, source, "train", zf, how), index, True, provisional,
+                          np.uint32)
   counts = np.zeros(len(index), np.int64)
   ids = _memmap(provisional, np.uint32)
   for start in range(0, len(ids), _CHUNK):
@@ -627,7 +691,7 @@ def _build_word_corpus(kind, source, zf, out_dir: pathlib.Path) -> None:
   final = {w: i for i, w in enumerate(vocab)}
   sizes = {"train": n_train}
   for split in SPLITS[1:]:
-    sizes[split] = _encode_split(_lines(kind, source, split, zf), final, False,
+    sizes[split] = _encode_split(_lines(kind, source, split, zf, how), final, False,
                                  out_dir / f"{split}.ids", dtype)
   (out_dir / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
   meta = {"source": str(source), "dtype": np.dtype(dtype).name, "vocab_size": len(vocab),
@@ -667,11 +731,11 @@ def wikitext103(path, *, cache_dir=None, seq_len: int = 150,
       tmp = _tmp_name(out_dir)
       tmp.mkdir(parents=True)
       try:
-        _build_word_corpus(kind, source, zf, tmp)
+        _build_word_corpus(kind, source, zf, tmp, how)
       except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, (zipfile.BadZipFile, UnicodeDecodeError, EOFError)):
-          raise ValueError(f"{source} is malformed ({e}); {how}") from e
+          raise errors.DataError(f"{source} is malformed ({e}); {how}") from e
         raise
       try:
         os.rename(tmp, out_dir)
@@ -686,5 +750,6 @@ def wikitext103(path, *, cache_dir=None, seq_len: int = 150,
   return _text_dataset(
       "wikitext103", splits, len(vocab), seq_len, eval_seq_len,
       f"WikiText-103 words from {source}, vocabulary {len(vocab):,} from train",
-      {"source": str(source), "cache": str(out_dir)}, vocab=tuple(vocab))
+      {"source": str(source), "cache": str(out_dir)}, vocab=tuple(vocab),
+      files={s: _wikitext_file(kind, source, s) for s in SPLITS})
 

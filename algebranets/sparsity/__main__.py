@@ -7,6 +7,7 @@ The command restores a training run, so its code sits above the trainer, in
 import sys
 
 from algebranets import sparse_export
+from algebranets import errors
 
 if __name__ == "__main__":
-  sys.exit(sparse_export.main(sys.argv[1:]))
+  sys.exit(errors.run_cli(sparse_export.main, sys.argv[1:]))

@@ -118,8 +118,8 @@ def image_data(args: Mapping[str, Any], *, tfds_name: str, tfds_eval_split: str,
   """
   if args.get("folder"):
     return dict(name="image_folder", root=args["folder"], image_size=image_size,
-                recipe=recipe, **{k: v for k, v in tfds_kwargs.items() if k in ("mean", "std")}
-                ), ()
+                recipe=recipe, skip_corrupt=False,  # True: leave undecodable images out
+                **{k: v for k, v in tfds_kwargs.items() if k in ("mean", "std")}), ()
   return dict(name=tfds_name, data_dir="", image_size=image_size, recipe=recipe,
               **tfds_kwargs), (tfds_eval_split,)
 

@@ -49,6 +49,7 @@ import optax
 from algebranets import algebras
 from algebranets import costs as costs_lib
 from algebranets import models
+from algebranets.data import text as text_data
 from algebranets.models import transformer_xl
 from algebranets.training import config_lib
 
@@ -222,7 +223,10 @@ class LanguageModelTask:
 
   @staticmethod
   def resolve(config, dataset) -> None:
-    """Fills in vocab_size and (with config.match) the matched sizes, in place."""
+    """Fills in vocab_size and (with config.match) the matched sizes, in place; first checks
+    that the training split fills a batch (a DataError naming the file, before any model)."""
+    if isinstance(dataset, text_data.TextDataset):
+      dataset.check_batch_size(int(config.train.batch_size))
     config.model.vocab_size = int(dataset.vocab_size)
     match = _check_match(config.get("match", "none"), LM_MATCH_KINDS)
     if match == "none" or algebras.get(config.algebra).dim == 1:
