@@ -453,14 +453,62 @@ def _inverse(alg: Algebra) -> np.ndarray:
   return _INVERSES[key]
 
 
+def _iso_folded(alg: Algebra) -> bool:
+  return alg.isomorphism[1].matrix_base is not None
+
+
+def _fold_changed(x, alg):
+  """x [B, ..., C, D] in alg's basis -> the target M_n(B')'s folded [B·n, ..., C·n, Db].
+
+  `change_basis` and `fold` in one einsum (one pass over x instead of two).
+  """
+  p, _, target = _iso(alg)
+  n, base = target.matrix_base
+  b, *mid, c, d = x.shape
+  q = jnp.asarray(p.reshape(d, n, n, base.dim), x.dtype)                 # [D, Row, Col, Db]
+  xf = jnp.einsum("bmcd,drlk->blmcrk", x.reshape(b, -1, c, d), q,
+                  precision=_HIGHEST)                                    # [B, Col, M, C, Row, Db]
+  return xf.reshape(b * n, *mid, c * n, base.dim)
+
+
+def _unfold_changed(yf, alg):
+  """Inverse of `_fold_changed`: [B·n, ..., C·n, Db] -> [B, ..., C, D] in alg's basis."""
+  _, p_inv, target = _iso(alg)
+  n, base = target.matrix_base
+  bn, *mid, cn, db = yf.shape
+  b, c, d = bn // n, cn // n, p_inv.shape[1]
+  q = jnp.asarray(p_inv.reshape(n, n, db, d), yf.dtype)                  # [Row, Col, Db, D]
+  y5 = yf.reshape(b, n, -1, c, n, db)                                    # [B, Col, M, C, Row, Db]
+  y = jnp.einsum("blmcrk,rlke->bmce", y5, q, precision=_HIGHEST)         # [B, M, C, D]
+  return y.reshape(b, *mid, c, d)
+
+
+def _fold_weight_changed(w, alg):
+  """w [..., Cin, Cout, D] in alg's basis -> the target's folded [..., Cin·n, Cout·n, Db]."""
+  p, _, target = _iso(alg)
+  n, base = target.matrix_base
+  *lead, cin, cout, d = w.shape
+  q = jnp.asarray(p.reshape(d, n, n, base.dim), w.dtype)                 # [D, A(row), R(col), Db]
+  wf = jnp.einsum("...iod,dark->...iroak", w, q, precision=_HIGHEST)     # [..., Cin, R, Cout, A, Db]
+  return wf.reshape(*lead, cin * n, cout * n, base.dim)
+
+
 def _prepare_isomorphic(w, alg, kind):
   p, _, target = _iso(alg)
+  if _iso_folded(alg):
+    base = target.matrix_base[1]
+    wf = _fold_weight_changed(w, alg)                                    # [Cin·n, Cout·n, Db]
+    return prepare_dense(wf, base, default_path(base, kind))
   return prepare_dense(change_basis(w, p), target, default_path(target, kind))
 
 
 def _dense_isomorphic(x, wt, cout, alg, precision):
-  del cout
   p, p_inv, target = _iso(alg)
+  if _iso_folded(alg):
+    *lead, cin, d = x.shape
+    xf = _fold_changed(x.reshape(-1, cin, d), alg)                       # [L·n, Cin·n, Db]
+    yf = dense(xf, wt, target.matrix_base[1], precision=precision)       # [L·n, Cout·n, Db]
+    return _unfold_changed(yf, alg).reshape(*lead, cout, d)
   y = dense(change_basis(x, p), wt, target, precision=precision)        # [..., Cout, D] in target
   return change_basis(y, p_inv)
 
@@ -719,10 +767,13 @@ def _conv_gauss(x, w, alg, precision, **conv):
 
 def _conv_isomorphic(x, w, alg, precision, **conv):
   p, p_inv, target = _iso(alg)
-  y = conv2d(change_basis(x, p), change_basis(w, p), target, stride=conv["stride"],
-             padding=conv["padding"], dilation=conv["dilation"],
-             feature_group_count=conv["groups"], precision=precision,
-             conv_impl=conv["impl"])                          # [N, H', W', Cout, D] in target
+  args = dict(stride=conv["stride"], padding=conv["padding"], dilation=conv["dilation"],
+              feature_group_count=conv["groups"], precision=precision, conv_impl=conv["impl"])
+  if _iso_folded(alg):
+    yf = conv2d(_fold_changed(x, alg), _fold_weight_changed(w, alg), target.matrix_base[1],
+                **args)                                      # [N·n, H', W', Cout·n, Db]
+    return _unfold_changed(yf, alg)
+  y = conv2d(change_basis(x, p), change_basis(w, p), target, **args)  # [N, H', W', Cout, D]
   return change_basis(y, p_inv)
 
 
