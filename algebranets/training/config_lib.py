@@ -6,7 +6,9 @@ argument is
 
     <algebra>[,debug][,match=none|params|macs|flops][,width=W][,<key>=<value>...]
 
-  algebra   a registered algebra name (algebras.names(): r, c, h, m2r, ...); first, required
+  algebra   a registered algebra name (algebras.names(): r, c, h, m2r, ...) or a member of a
+            family (algebras.FAMILIES: cl_1_1, cl_0_0_1, learned:4, learned:h:network, ...);
+            first, required
   debug     the CPU-sized variant: a tiny model and a few steps, for smoke tests
   match     size the algebra model like the real model of the config: "params" (equal real
             parameters), "macs" (equal multiply-adds of the weight layers) or "flops" (equal
