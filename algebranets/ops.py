@@ -26,9 +26,11 @@ them equal to the reference to float32 rounding):
              instead of 4 (slightly larger rounding error).
   isomorphic algebras with an isomorphism onto M_n(B) (`Algebra.isomorphism`,
              e.g. Clifford algebras: Cl(1,1), Cl(2,0) ≅ M2(R)): the weight and
-             the input change basis (a -> a @ P, one [D, D] matmul), the layer
-             runs in M_n(B) (on its folded path) and the output changes back. Costs what M_n(B) costs plus two O(activation)
-             basis changes; the weight's is once per call (or once, prepared).
+             the input change basis (a -> a @ P), the layer runs in M_n(B) on
+             its folded path and the output changes back; each basis change is
+             one einsum that also folds (or unfolds). Costs what M_n(B) costs
+             plus two O(activation) passes; the weight's is once per call (or
+             once, prepared).
 
 Learned algebras (`algebras.LearnedAlgebra`) and any explicit structure
 tensor: `dense(..., structure=T)` / `conv2d(..., structure=T)` with T
@@ -489,7 +491,8 @@ def _fold_weight_changed(w, alg):
   n, base = target.matrix_base
   *lead, cin, cout, d = w.shape
   q = jnp.asarray(p.reshape(d, n, n, base.dim), w.dtype)                 # [D, A(row), R(col), Db]
-  wf = jnp.einsum("...iod,dark->...iroak", w, q, precision=_HIGHEST)     # [..., Cin, R, Cout, A, Db]
+  wf = jnp.einsum("...iod,dark->...iroak", w, q,
+                  precision=_HIGHEST)                                    # [..., Cin, R, Cout, A, Db]
   return wf.reshape(*lead, cin * n, cout * n, base.dim)
 
 
