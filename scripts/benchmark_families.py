@@ -16,7 +16,7 @@ round-robin with its comparison paths so machine noise hits them alike, minimum 
 
 Usage:
   python scripts/benchmark_families.py [--width 256] [--batch 256] [--conv_width 64]
-      [--spatial 16] [--repeats 11] [--write BENCHMARKS.md --section families]
+      [--spatial 16] [--repeats 15] [--write BENCHMARKS.md --section families]
 
 --write replaces the block between `<!-- SECTION:begin -->` and `<!-- SECTION:end -->` of that
 file (appending it if missing) with the table, the command line, the date and the machine.
@@ -121,11 +121,11 @@ def main(argv=None):
   p.add_argument("--kind", default="dense,conv")
   p.add_argument("--width", type=int, default=256, help="dense Cin = Cout (elements)")
   p.add_argument("--batch", type=int, default=256, help="dense batch")
-  p.add_argument("--conv_width", type=int, default=32, help="conv Cin = Cout (elements)")
+  p.add_argument("--conv_width", type=int, default=64, help="conv Cin = Cout (elements)")
   p.add_argument("--conv_batch", type=int, default=8)
   p.add_argument("--spatial", type=int, default=16)
   p.add_argument("--learned", default="4", help="learned algebra sizes D ('' for none)")
-  p.add_argument("--repeats", type=int, default=11)
+  p.add_argument("--repeats", type=int, default=15)
   p.add_argument("--write", default=None, help="markdown file to write the table into")
   p.add_argument("--section", default="families")
   args = p.parse_args(argv)
