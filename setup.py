@@ -45,6 +45,10 @@ setuptools.setup(
             # TFDS 4.9.10 imports importlib_resources when it builds a dataset (its
             # dataset_builder.py) but does not declare it: without it every TFDS builder fails.
             "importlib_resources>=5",
+            # An independent geometric-algebra implementation the Clifford algebras are tested
+            # against (tests/test_clifford.py); pure Python (kingdon rather than clifford, whose
+            # numba compilation takes ~0.5 s per signature).
+            "kingdon>=3.0",
         ],
     },
 )

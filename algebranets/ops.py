@@ -24,6 +24,21 @@ them equal to the reference to float32 rounding):
              the real work is the naive count instead of D².
   gauss      C only: Gauss's 3-multiply complex product, 3 real matmuls
              instead of 4 (slightly larger rounding error).
+  isomorphic algebras with an isomorphism onto M_n(B) (`Algebra.isomorphism`,
+             e.g. Clifford algebras: Cl(1,1), Cl(2,0) ≅ M2(R)): the weight and
+             the input change basis (a -> a @ P), the layer runs in M_n(B) on
+             its folded path and the output changes back; each basis change is
+             one einsum (for dense, one that also folds or unfolds). Costs what M_n(B) costs
+             plus two O(activation) passes; the weight's is once per call (or
+             once, prepared).
+
+Learned algebras (`algebras.LearnedAlgebra`) and any explicit structure
+tensor: `dense(..., structure=T)` / `conv2d(..., structure=T)` with T
+[D, D, D] an array (a parameter, traced under jit and differentiated): paths
+`expanded` (default; the expanded weight is one einsum of w with T, so it is
+built once per call, and once in all by `prepare_dense`), `reference` and
+`right` (STRUCTURE_PATHS). The PHM form of the expanded weight,
+Σ_a w[..., a] ⊗ T[a] (Zhang et al. 2021), is `phm_weight`: the same matrix.
 
 `default_path(algebra, kind)` picks per algebra; the choice and the
 measurements behind it are documented there and in BENCHMARKS.md.
@@ -47,9 +62,12 @@ from algebranets import sparse_ops
 from algebranets.algebras import Algebra
 
 __all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight",
-           "PreparedWeight", "prepare_dense", "ELEMENT_SPARSE"]
+           "PreparedWeight", "prepare_dense", "ELEMENT_SPARSE", "STRUCTURE_PATHS",
+           "expand_weight", "phm_weight", "change_basis"]
 
-PATHS = ("reference", "expanded", "folded", "sparse", "gauss", "right")
+PATHS = ("reference", "expanded", "folded", "sparse", "gauss", "right", "isomorphic")
+# The paths that take an explicit structure tensor (`structure=`, learned algebras).
+STRUCTURE_PATHS = ("expanded", "reference", "right")
 # A prepared-only path: weights with zero algebra elements in block-CSR form
 # (sparse_ops), built on the host from concrete values by `prepare_dense`.
 ELEMENT_SPARSE = "element_sparse"
@@ -76,6 +94,10 @@ def default_path(algebra, kind: str = "dense") -> str:
   * C: `gauss` for dense (3 real matmuls instead of the 4-MAC expanded one:
     1.1-1.5× faster), `expanded` for conv (with the im2col conv the three
     patch copies of `gauss` cost more than its saved quarter of the MACs).
+  * an isomorphism onto M_n(B) (Clifford algebras such as Cl(1,1), Cl(2,0)
+    ≅ M2(R)): `isomorphic`, M_n(B)'s folded path between basis changes
+    (BENCHMARKS.md, "Isomorphic path").
+  * learned algebras: `expanded` (`right` for "decode"); T is dense.
   * otherwise (H and dense user algebras): `expanded`, one real op with no
     wasted work.
   kind "decode" is for weights prepared once and applied at batch 1
@@ -87,8 +109,12 @@ def default_path(algebra, kind: str = "dense") -> str:
   if kind not in ("dense", "conv", "decode"):
     raise ValueError(f"kind must be 'dense', 'conv' or 'decode', got {kind!r}.")
   alg = algebras_lib.get(algebra)
+  if alg.learned:
+    return "right" if kind == "decode" else "expanded"
   if alg.dim == 1:
     return "expanded"
+  if alg.isomorphism is not None and alg.isomorphism[1].matrix_base is not None:
+    return "isomorphic"
   if alg.matrix_base is not None:
     return "folded"
   if kind == "decode":
@@ -100,11 +126,28 @@ def default_path(algebra, kind: str = "dense") -> str:
   return "expanded"
 
 
-def _resolve(algebra, path, kind):
+def _resolve(algebra, path, kind, structure=None, prepared_with_structure=False):
   alg = algebras_lib.get(algebra)
+  if prepared_with_structure:
+    return alg, path
+  if structure is None and alg.learned:
+    raise ValueError(f"algebra {alg.name!r} is learned: pass its structure tensor "
+                     f"(structure=T [{alg.dim}, {alg.dim}, {alg.dim}], the layer's parameter).")
   path = default_path(alg, kind) if path is None else path
   if path not in PATHS:
     raise ValueError(f"Unknown path {path!r}; valid paths: {', '.join(PATHS)}.")
+  if structure is not None:
+    d = alg.dim
+    if tuple(np.shape(structure)) != (d, d, d):
+      raise ValueError(f"structure must be [{d}, {d}, {d}] for algebra {alg.name!r}, got "
+                       f"{tuple(np.shape(structure))}.")
+    if path not in STRUCTURE_PATHS:
+      raise ValueError(f"path {path!r} cannot take an explicit structure tensor; paths that "
+                       f"can: {', '.join(STRUCTURE_PATHS)}.")
+    return alg, path
+  if path == "isomorphic" and alg.isomorphism is None:
+    raise ValueError(f"path 'isomorphic' needs an algebra with an isomorphism "
+                     f"(algebras.with_isomorphism); {alg.name!r} has none.")
   if path == "folded" and alg.matrix_base is None:
     raise ValueError(f"path 'folded' needs a matrix algebra M_n(B); {alg.name!r} is not one.")
   if path == "gauss" and alg != algebras_lib.COMPLEX:
@@ -126,7 +169,7 @@ def _structure(alg: Algebra, dtype):
 
 
 # -------------------------------------------------------------------- dense
-def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
+def dense(x, w, algebra, *, path: Optional[str] = None, precision=None, structure=None):
   """Algebra-valued fully connected layer, y_o = Σ_i w_io · x_i.
 
   Args:
@@ -136,6 +179,10 @@ def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
     algebra: an Algebra or a registered name.
     path: one of PATHS, or None for `default_path(algebra, "dense")`.
     precision: passed to the real matmuls (None: JAX's default).
+    structure: T [D, D, D] to compute with instead of algebra.structure (an
+      array, may be traced: a learned algebra's parameter; required for learned
+      algebras); then path is one of STRUCTURE_PATHS (default "expanded").
+      Ignored for a PreparedWeight (prepared with its T).
 
   Returns:
     [..., Cout, D].
@@ -147,7 +194,10 @@ def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
     path = w.path
     if path == ELEMENT_SPARSE:
       return sparse_ops.element_dense(x, w.data, algebra)
-  alg, path = _resolve(algebra, path, "dense")
+    structure = None
+  structured = w.structured if prepared else structure is not None
+  alg, path = _resolve(algebra, path, "dense", None if prepared else structure,
+                       prepared_with_structure=prepared and structured)
   x = jnp.asarray(x)
   if not prepared:
     w = jnp.asarray(w)
@@ -159,6 +209,10 @@ def dense(x, w, algebra, *, path: Optional[str] = None, precision=None):
   if x.shape[-2] != w.shape[0]:
     raise ValueError(f"dense: x has Cin={x.shape[-2]} but w expects Cin={w.shape[0]} "
                      f"(x {x.shape}, w {w.shape}).")
+  if structured:
+    prepare, apply = _DENSE_T[path]
+    data = w.data if prepared else prepare(w, jnp.asarray(structure, w.dtype))
+    return apply(x, data, w.shape[1], precision)
   prepare, apply = _DENSE[path]
   data = w.data if prepared else prepare(w, alg)
   return apply(x, data, w.shape[1], alg, precision)
@@ -176,13 +230,16 @@ class PreparedWeight:
   matmul. `prepare_dense` does it once; `dense` then reads only `data`.
   `shape` and `dtype` are those of the original [Cin, Cout, D] weight, so a
   Haiku module can take a PreparedWeight wherever it takes its parameter.
+  `structured`: prepared with an explicit structure tensor (learned
+  algebras), which `data` then holds or has been multiplied into.
   """
 
-  def __init__(self, data, shape, dtype, path: str):
+  def __init__(self, data, shape, dtype, path: str, structured: bool = False):
     self.data, self.shape, self.dtype, self.path = data, tuple(shape), dtype, path
+    self.structured = bool(structured)
 
   def tree_flatten(self):
-    return (self.data,), (self.shape, self.dtype, self.path)
+    return (self.data,), (self.shape, self.dtype, self.path, self.structured)
 
   @classmethod
   def tree_unflatten(cls, aux, children):
@@ -192,24 +249,36 @@ class PreparedWeight:
     return f"PreparedWeight(path={self.path!r}, shape={self.shape})"
 
 
-def prepare_dense(w, algebra, path: Optional[str] = None) -> PreparedWeight:
+def prepare_dense(w, algebra, path: Optional[str] = None, structure=None) -> PreparedWeight:
   """Transforms w [Cin, Cout, D] once for `dense` (see PreparedWeight).
 
   path None picks `default_path(algebra, "decode")`: the path that reads the
   fewest bytes per call at batch 1. path ELEMENT_SPARSE stores only the
   non-zero elements (`sparse_ops.prepare_element`); it reads the values of w,
   so it runs on the host, outside jit (`sparse_ops.should_use_sparse` says
-  when it is faster).
+  when it is faster). `structure`: as for `dense` (required for a learned
+  algebra: its T is multiplied in here, once).
   """
   if path == ELEMENT_SPARSE:
     alg = algebras_lib.get(algebra)
+    if alg.learned or structure is not None:
+      raise ValueError("prepare_dense: the element-sparse path needs a fixed structure tensor; "
+                       f"algebra {alg.name!r} is learned or structure= was given.")
     return PreparedWeight(sparse_ops.prepare_element(w, alg), np.shape(w), w.dtype, path)
-  alg, path = _resolve(algebra, path, "decode")
+  alg, path = _resolve(algebra, path, "decode", structure)
   w = jnp.asarray(w)
   if w.ndim != 3 or w.shape[-1] != alg.dim:
     raise ValueError(f"prepare_dense: w must be [Cin, Cout, {alg.dim}] for algebra "
                      f"{alg.name!r}, got {w.shape}.")
-  data = _prepare_folded(w, alg, "decode") if path == "folded" else _DENSE[path][0](w, alg)
+  if structure is not None:
+    data = _DENSE_T[path][0](w, jnp.asarray(structure, w.dtype))
+    return PreparedWeight(data, w.shape, w.dtype, path, structured=True)
+  if path == "folded":
+    data = _prepare_folded(w, alg, "decode")
+  elif path == "isomorphic":
+    data = _prepare_isomorphic(w, alg, "decode")
+  else:
+    data = _DENSE[path][0](w, alg)
   return PreparedWeight(data, w.shape, w.dtype, path)
 
 
@@ -354,6 +423,139 @@ def _dense_right(x, wt, cout, alg, precision):
   return jnp.swapaxes(y, -1, -2)                                       # [..., Cout, D]
 
 
+# ---------------------------------------------------------- isomorphic path
+def change_basis(x, matrix):
+  """x [..., D] -> x @ matrix [..., D'], for a constant (numpy) matrix [D, D'].
+
+  One small matmul (HIGHEST precision: a basis change must not round to TF32/bf16 on
+  accelerators). Measured on CPU against signed sums of component slices (the form of
+  `_expand_weight`): XLA fused those into the fold / im2col copies that follow and recomputed
+  them there, which made the Cl(1,1) layer 1.6-2x slower forward+backward than with the
+  matmul, which stays a separate, cheap pass.
+  """
+  m = np.asarray(matrix)
+  x = jnp.asarray(x)
+  return jnp.einsum("...d,de->...e", x, jnp.asarray(m, x.dtype), precision=_HIGHEST)
+
+
+def _iso(alg: Algebra):
+  """(P, P^-1, target) of an algebra with an isomorphism."""
+  p, target = alg.isomorphism
+  return p, _inverse(alg), target
+
+
+_INVERSES: dict = {}
+
+
+def _inverse(alg: Algebra) -> np.ndarray:
+  key = alg.isomorphism[0].tobytes()
+  if key not in _INVERSES:
+    inv = np.linalg.inv(alg.isomorphism[0])
+    _INVERSES[key] = np.where(np.abs(inv) < 1e-12, 0.0, inv)
+  return _INVERSES[key]
+
+
+def _iso_folded(alg: Algebra) -> bool:
+  return alg.isomorphism[1].matrix_base is not None
+
+
+def _fold_changed(x, alg):
+  """x [B, ..., C, D] in alg's basis -> the target M_n(B')'s folded [B·n, ..., C·n, Db].
+
+  `change_basis` and `fold` in one einsum (one pass over x instead of two).
+  """
+  p, _, target = _iso(alg)
+  n, base = target.matrix_base
+  b, *mid, c, d = x.shape
+  q = jnp.asarray(p.reshape(d, n, n, base.dim), x.dtype)                 # [D, Row, Col, Db]
+  xf = jnp.einsum("bmcd,drlk->blmcrk", x.reshape(b, -1, c, d), q,
+                  precision=_HIGHEST)                                    # [B, Col, M, C, Row, Db]
+  return xf.reshape(b * n, *mid, c * n, base.dim)
+
+
+def _unfold_changed(yf, alg):
+  """Inverse of `_fold_changed`: [B·n, ..., C·n, Db] -> [B, ..., C, D] in alg's basis."""
+  _, p_inv, target = _iso(alg)
+  n, base = target.matrix_base
+  bn, *mid, cn, db = yf.shape
+  b, c, d = bn // n, cn // n, p_inv.shape[1]
+  q = jnp.asarray(p_inv.reshape(n, n, db, d), yf.dtype)                  # [Row, Col, Db, D]
+  y5 = yf.reshape(b, n, -1, c, n, db)                                    # [B, Col, M, C, Row, Db]
+  y = jnp.einsum("blmcrk,rlke->bmce", y5, q, precision=_HIGHEST)         # [B, M, C, D]
+  return y.reshape(b, *mid, c, d)
+
+
+def _fold_weight_changed(w, alg):
+  """w [..., Cin, Cout, D] in alg's basis -> the target's folded [..., Cin·n, Cout·n, Db]."""
+  p, _, target = _iso(alg)
+  n, base = target.matrix_base
+  *lead, cin, cout, d = w.shape
+  q = jnp.asarray(p.reshape(d, n, n, base.dim), w.dtype)                 # [D, A(row), R(col), Db]
+  wf = jnp.einsum("...iod,dark->...iroak", w, q,
+                  precision=_HIGHEST)                                    # [..., Cin, R, Cout, A, Db]
+  return wf.reshape(*lead, cin * n, cout * n, base.dim)
+
+
+def _prepare_isomorphic(w, alg, kind):
+  p, _, target = _iso(alg)
+  if _iso_folded(alg):
+    base = target.matrix_base[1]
+    wf = _fold_weight_changed(w, alg)                                    # [Cin·n, Cout·n, Db]
+    return prepare_dense(wf, base, default_path(base, kind))
+  return prepare_dense(change_basis(w, p), target, default_path(target, kind))
+
+
+def _dense_isomorphic(x, wt, cout, alg, precision):
+  p, p_inv, target = _iso(alg)
+  if _iso_folded(alg):
+    *lead, cin, d = x.shape
+    xf = _fold_changed(x.reshape(-1, cin, d), alg)                       # [L·n, Cin·n, Db]
+    yf = dense(xf, wt, target.matrix_base[1], precision=precision)       # [L·n, Cout·n, Db]
+    return _unfold_changed(yf, alg).reshape(*lead, cout, d)
+  y = dense(change_basis(x, p), wt, target, precision=precision)        # [..., Cout, D] in target
+  return change_basis(y, p_inv)
+
+
+# ------------------------------------------------------ explicit structure T
+def expand_weight(w, structure):
+  """[..., Cin, Cout, D] -> [..., Cin·D, Cout·D] with T an array: block (i, o) = L(w_io).
+
+  Real entry ((i, b), (o, k)) = Σ_a w_ioa T[a, b, k]: one einsum, differentiable in w and T.
+  """
+  *lead, cin, cout, d = w.shape
+  t = jnp.asarray(structure, w.dtype)
+  wr = jnp.einsum("...ioa,abk->...ibok", w, t, precision=_HIGHEST)    # [..., Cin, D, Cout, D]
+  return wr.reshape(*lead, cin * d, cout * d)
+
+
+def phm_weight(w, structure):
+  """The PHM form of the expanded weight: Σ_a S_a ⊗ A_a with S_a = w[..., a], A_a = T[a].
+
+  Zhang et al. (ICLR 2021) parameterise a hypercomplex layer as H = Σ_i A_i ⊗ S_i (here with
+  the Kronecker factors in the order that matches this library's [Cin·D, Cout·D] layout);
+  with A_a = T[a] it is exactly `expand_weight`. Provided for comparison; the einsum form
+  is what the layers use.
+  """
+  w = jnp.asarray(w)
+  t = jnp.asarray(structure, w.dtype)
+  return sum(jnp.kron(w[..., a], t[a]) for a in range(w.shape[-1]))  # [Cin·D, Cout·D]
+
+
+def _dense_reference_t(x, w, cout, precision):
+  del cout, precision
+  w, t = w
+  z = jnp.einsum("...ib,ioa->...oab", x, w, precision=_HIGHEST)          # [..., Cout, D, D]
+  return jnp.einsum("...oab,abk->...ok", z, t, precision=_HIGHEST)
+
+
+def _dense_right_t(x, data, cout, precision):
+  wt, t = data
+  *lead, cin, d = x.shape
+  r = jnp.einsum("...ib,abk->...kia", x, t)                              # [..., D(k), Cin, D(a)]
+  y = jnp.matmul(r.reshape(*lead, d, cin * d), wt, precision=precision)  # [..., D(k), Cout]
+  return jnp.swapaxes(y, -1, -2)                                         # [..., Cout, D]
+
+
 # path -> (prepare(w, alg) -> data, apply(x, data, cout, alg, precision) -> y)
 _DENSE = {
     "reference": (lambda w, alg: w, _dense_reference),
@@ -362,13 +564,22 @@ _DENSE = {
     "sparse": (_prepare_sparse, _dense_sparse),
     "gauss": (_prepare_gauss, _dense_gauss),
     "right": (_prepare_right, _dense_right),
+    "isomorphic": (lambda w, alg: _prepare_isomorphic(w, alg, "dense"), _dense_isomorphic),
+}
+# With an explicit T: path -> (prepare(w, T) -> data, apply(x, data, cout, precision) -> y).
+_DENSE_T = {
+    "reference": (lambda w, t: (w, t), _dense_reference_t),
+    "expanded": (expand_weight,
+                 lambda x, wr, cout, precision: _dense_expanded(x, wr, cout, None, precision)),
+    "right": (lambda w, t: (_prepare_right(w, None), t), _dense_right_t),
 }
 
 
 # --------------------------------------------------------------------- conv
 def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
            dilation: IntPair = 1, feature_group_count: int = 1,
-           path: Optional[str] = None, precision=None, conv_impl: str = "auto"):
+           path: Optional[str] = None, precision=None, conv_impl: str = "auto",
+           structure=None):
   """Algebra-valued 2D convolution (NHWC), y_o = Σ_{taps, i} w_io · x_i.
 
   Args:
@@ -384,11 +595,16 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
       (lax.conv_general_dilated), "im2col" (slices + one matmul; ungrouped
       convs only) or "auto" (im2col on CPU for ungrouped convs, XLA otherwise;
       see `_im2col_conv` for the measurements behind this).
+    structure: T [D, D, D] instead of algebra.structure (learned algebras; see
+      `dense`); path "expanded" (default) or "reference".
 
   Returns:
     [N, H', W', Cout, D].
   """
-  alg, path = _resolve(algebra, path, "conv")
+  alg, path = _resolve(algebra, path, "conv", structure)
+  if structure is not None and path not in _CONV_T:
+    raise ValueError(f"conv2d: with a structure tensor the path must be one of "
+                     f"{', '.join(_CONV_T)}, not {path!r}.")
   if path not in _CONV:
     raise ValueError(f"conv2d: path {path!r} is dense-only; conv paths: {', '.join(_CONV)}.")
   x, w = jnp.asarray(x), jnp.asarray(w)
@@ -419,6 +635,8 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
   args = dict(stride=_pair(stride, "stride"), padding=padding,
               dilation=_pair(dilation, "dilation"), groups=int(g), precision=precision,
               impl=conv_impl)
+  if structure is not None:
+    return _CONV_T[path](x, w, jnp.asarray(structure, w.dtype), **args)
   return _CONV[path](x, w, alg, **args)
 
 
@@ -477,8 +695,8 @@ def _im2col_conv(x, k, stride, padding, dilation, precision):
   return y                                                            # [N, H', W', O]
 
 
-def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision, impl):
-  del impl  # the reference uses XLA's patch extraction and einsums only
+def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision, impl, _t=None):
+  del impl, precision  # the reference uses XLA's patch extraction and HIGHEST einsums only
   n, h, wd, cin, d = x.shape
   kh, kw, cg, cout, _ = w.shape
   # Patch features come out ordered (channel, kh, kw), channel-major.
@@ -489,7 +707,8 @@ def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision, imp
   patches = patches.reshape(n, ho, wo, groups, cg, d, kh, kw)      # [N, H', W', G, Cg, D, KH, KW]
   wg = w.reshape(kh, kw, cg, groups, cout // groups, d)            # [KH, KW, Cg, G, Og, D]
   z = jnp.einsum("nhwgibpq,pqigoa->nhwgoab", patches, wg, precision=_HIGHEST)
-  y = jnp.einsum("nhwgoab,abk->nhwgok", z, _structure(alg, z.dtype), precision=_HIGHEST)
+  t = _structure(alg, z.dtype) if _t is None else _t.astype(z.dtype)
+  y = jnp.einsum("nhwgoab,abk->nhwgok", z, t, precision=_HIGHEST)
   return y.reshape(n, ho, wo, cout, d)
 
 
@@ -549,13 +768,37 @@ def _conv_gauss(x, w, alg, precision, **conv):
   return jnp.stack([k1 - k3, k1 + k2], axis=-1)
 
 
+def _conv_isomorphic(x, w, alg, precision, **conv):
+  # Basis changes as separate einsums, then the target's conv (folded inside): measured faster
+  # for convs than folding in the same einsum as for `dense` (whose fold is a plain transpose
+  # of [L, C, D]; here the column axis moves past H and W), BENCHMARKS.md.
+  p, p_inv, target = _iso(alg)
+  y = conv2d(change_basis(x, p), change_basis(w, p), target, stride=conv["stride"],
+             padding=conv["padding"], dilation=conv["dilation"],
+             feature_group_count=conv["groups"], precision=precision,
+             conv_impl=conv["impl"])                          # [N, H', W', Cout, D] in target
+  return change_basis(y, p_inv)
+
+
+def _conv_expanded_t(x, w, t, precision, **conv):
+  n, h, wd, cin, d = x.shape
+  y = _real_conv(x.reshape(n, h, wd, cin * d), expand_weight(w, t), precision=precision, **conv)
+  return y.reshape(y.shape[:3] + (w.shape[3], d))             # [N, H', W', Cout, D]
+
+
+def _conv_reference_t(x, w, t, precision, **conv):
+  return _conv_reference(x, w, None, precision=precision, **conv, _t=t)
+
+
 _CONV = {
     "reference": _conv_reference,
     "expanded": _conv_expanded,
     "folded": _conv_folded,
     "sparse": _conv_sparse,
     "gauss": _conv_gauss,
+    "isomorphic": _conv_isomorphic,
 }
+_CONV_T = {"expanded": _conv_expanded_t, "reference": _conv_reference_t}
 
 
 # ----------------------------------------------------------- folded layout

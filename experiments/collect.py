@@ -13,8 +13,14 @@ final eval record (still running, failed) are listed below the table, not in it.
 Writes to --out:
   results.md             header (date, git commit(s), machine, the commands), then one row per run:
                          run, algebra, match, variant, width / d_model, params, MACs, all MACs,
-                         sparsity, metric, steps, wall time
+                         sparsity, metric, steps, wall time; and, when some runs differ only in
+                         their seed (config.json "seed"), a table over seeds (`seed_groups`):
+                         one row per setting with the metric's mean ± standard deviation over
+                         its seeds, its difference to the real algebra's setting (same match,
+                         variant and sparsity) and to the best setting, each marked "within
+                         noise" or not (`compare`: a two-sided Welch t-test at the 5% level)
   results.json           the same rows, for programs
+  seeds.json             the groups over seeds (only when there are some)
   metric_vs_params.png   the metric against real parameters (non-zero ones for sparse runs),
   metric_vs_macs.png     against weight-layer multiply-adds per example / token,
   metric_vs_all_macs.png and against all multiply-adds per example / token (only when the
@@ -42,7 +48,10 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from algebranets import errors
+
 from experiments import launch as launch_lib
 from experiments import sweeps as sweeps_lib
 
@@ -70,6 +79,7 @@ class Row:
   step: int
   wall_s: Optional[float]
   macs_unit: str     # "example" or "token"
+  seed: Optional[int] = None   # config.json "seed"
 
   @property
   def series(self) -> str:
@@ -133,7 +143,8 @@ def read_run(workdir: pathlib.Path, metric: Optional[str] = None) -> Tuple[Optio
             nonzero_macs=sizes.get(f"nonzero_{macs_key}") if macs_key else None,
             metric=metric, value=float(last[name]), step=int(last["step"]),
             wall_s=record.get("wall_s") if record.get("status") == "done" else None,
-            macs_unit=(macs_key or "macs_per_example").split("_")[-1])
+            macs_unit=(macs_key or "macs_per_example").split("_")[-1],
+            seed=config.get("seed"))
   return row, ""
 
 
@@ -191,6 +202,122 @@ def table(rows: Sequence[Row]) -> str:
         f"{r.macs:,.0f}", "n/a" if math.isnan(r.all_macs) else f"{r.all_macs:,.0f}",
         f"{r.sparsity:.0%}" if r.sparsity else "0", nonzero or "-",
         _fmt_value(r.metric, r.value), f"{r.step:,}", _fmt_wall(r.wall_s)]) + " |")
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- seeds
+# Significance level of "within noise": a difference is within noise when a two-sided Welch
+# t-test cannot reject equal means at this level (with 3 seeds per setting a difference must be
+# several standard errors to count).
+NOISE_LEVEL = 0.05
+
+
+@dataclasses.dataclass
+class SeedGroup:
+  """The runs of one setting that differ only in their seed."""
+  algebra: str
+  match: str
+  variant: str
+  size: str
+  sparsity: float
+  metric: str
+  runs: List[Row]
+
+  @property
+  def label(self) -> str:
+    return self.runs[0].series
+
+  @property
+  def values(self) -> np.ndarray:
+    return np.array([r.value for r in self.runs], np.float64)
+
+  @property
+  def n(self) -> int:
+    return len(self.runs)
+
+  @property
+  def mean(self) -> float:
+    return float(np.mean(self.values))
+
+  @property
+  def std(self) -> float:
+    """Sample standard deviation over the seeds (ddof 1; NaN for one run)."""
+    return float(np.std(self.values, ddof=1)) if self.n > 1 else float("nan")
+
+  def to_dict(self) -> dict:
+    return dict(setting=self.label, algebra=self.algebra, match=self.match, variant=self.variant,
+                size=self.size, sparsity=self.sparsity, metric=self.metric, n=self.n,
+                seeds=[r.seed for r in self.runs], values=self.values.tolist(), mean=self.mean,
+                std=self.std, params=self.runs[0].params, macs=self.runs[0].macs,
+                runs=[r.run for r in self.runs])
+
+
+def seed_groups(rows: Sequence[Row]) -> List[SeedGroup]:
+  """Rows grouped by setting (algebra, match, variant, size, sparsity, metric), in row order."""
+  groups: Dict[tuple, SeedGroup] = {}
+  for r in rows:
+    key = (r.algebra, r.match, r.variant, r.size, r.sparsity, r.metric)
+    if key not in groups:
+      groups[key] = SeedGroup(*key, runs=[])
+    groups[key].runs.append(r)
+  return list(groups.values())
+
+
+def compare(a: SeedGroup, b: SeedGroup) -> Dict[str, float]:
+  """Difference of means a - b, its standard error, Welch's t, degrees of freedom and p.
+
+  p is the two-sided p-value of Welch's t-test (unequal variances); NaN with fewer than two
+  runs on either side. "within noise" is p >= NOISE_LEVEL.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (jax depends on scipy)
+  diff = a.mean - b.mean
+  nan = float("nan")
+  if a.n < 2 or b.n < 2:
+    return dict(diff=diff, se=nan, t=nan, df=nan, p=nan)
+  va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+  se = math.sqrt(va + vb)
+  if se == 0:
+    return dict(diff=diff, se=0.0, t=nan, df=nan, p=1.0 if diff == 0 else 0.0)
+  t = diff / se
+  df = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+  return dict(diff=diff, se=se, t=t, df=df, p=float(2 * stats.t.sf(abs(t), df)))
+
+
+def _verdict(metric: str, c: Dict[str, float]) -> str:
+  if math.isnan(c["p"]):
+    return "n/a (one run)"
+  if c["p"] >= NOISE_LEVEL:
+    return f"within noise (p={c['p']:.2f})"
+  lower = metric.split("/")[-1] in LOWER_IS_BETTER
+  better = (c["diff"] < 0) == lower
+  return f"{'better' if better else 'worse'} (p={c['p']:.3f})"
+
+
+def seed_table(groups: Sequence[SeedGroup]) -> str:
+  """Markdown: per setting the mean ± std over seeds and its comparisons (see module doc)."""
+  if not groups:
+    return ""
+  metric = groups[0].metric
+  lower = metric.split("/")[-1] in LOWER_IS_BETTER
+  best = (min if lower else max)(groups, key=lambda g: g.mean)
+  fmt = lambda v: _fmt_value(metric, v)
+  header = ["setting", "params", f"MACs/{groups[0].runs[0].macs_unit}", "seeds",
+            f"{metric} mean ± std", "vs r (same match)", "vs best"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for g in groups:
+    ref = next((h for h in groups if h.algebra == "r" and h.variant == g.variant
+                and h.sparsity == g.sparsity), None)
+    if ref is None or ref is g:
+      vs_r = "-"
+    else:
+      c = compare(g, ref)
+      vs_r = f"{c['diff']:+.4f}: {_verdict(metric, c)}"
+    vs_best = "best" if g is best else _verdict(metric, compare(g, best))
+    spread = "n/a" if math.isnan(g.std) else fmt(g.std)
+    lines.append("| " + " | ".join([
+        g.label, f"{g.runs[0].params:,}", f"{g.runs[0].macs:,.0f}",
+        ", ".join(str(r.seed) for r in g.runs), f"{fmt(g.mean)} ± {spread}", vs_r,
+        vs_best]) + " |")
   return "\n".join(lines)
 
 
@@ -291,6 +418,14 @@ def write(root, out, *, metric: Optional[str] = None, title: str = "",
     text += ["", "MACs: multiply-adds of the weight layers (the paper's count); all MACs: every "
              "multiply-add of the forward pass, also attention scores and values and the "
              "logits (algebranets.costs; flops = 2 x MACs)."]
+  groups = seed_groups(rows)
+  if any(g.n > 1 for g in groups):
+    text += ["", "## Over seeds", "",
+             f"Runs that differ only in their seed, as mean ± standard deviation (ddof 1) of "
+             f"{rows[0].metric}; a difference is \"within noise\" when a two-sided Welch t-test "
+             f"cannot reject equal means at the {NOISE_LEVEL:.0%} level (p is shown).", "",
+             seed_table(groups)]
+    (out / "seeds.json").write_text(json.dumps([g.to_dict() for g in groups], indent=2))
   if skipped:
     text += ["", "Not in the table (unfinished or failed):", ""]
     text += [f"- `{name}`: {why}" for name, why in sorted(skipped.items())]

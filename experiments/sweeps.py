@@ -30,6 +30,9 @@ SWEEPS (name -> Sweep):
       polar-init variants of c and h; then r and m2r at 90% sparsity (a separate sweep, run last).
   char_lm_small    real small runs: configs/char_transformer_xl.py on a text file, every
       algebra at equal params.
+  char_lm_seeds    char_lm_small's runs for r, c, h, m2r, m4r, the Clifford algebra Cl(0,2) and a
+      learned 4-component algebra, 3 seeds each (`--config.seed`, in the run names): the
+      collector reports mean ± std over seeds and marks differences within noise.
   debug_image, debug_lm    tiny sweeps (2 algebras x 2 sizes) of the debug configs, for tests.
 """
 
@@ -263,6 +266,17 @@ _register(Sweep(
     "split",
     tuple(Run("configs/char_transformer_xl.py",
               f"{alg},match=params,path={{text}},steps={CHAR_LM_STEPS}") for alg in LM_ALGEBRAS),
+    metric="test/bpc", data=_TEXT_DATA))
+# Three seeds of the character LM (about an hour on 2 idle CPU cores: ~48 min of runs, see
+# docs/reproducing.md); seed-major order, so a partial sweep has every algebra once.
+SEEDS = (0, 1, 2)
+SEED_ALGEBRAS = ("r", "c", "h", "m2r", "m4r", "cl_0_2", "learned:4")
+_register(Sweep(
+    "char_lm_seeds", f"char_lm_small ({CHAR_LM_STEPS} steps, equal params) for "
+    f"{', '.join(SEED_ALGEBRAS)}, seeds {', '.join(map(str, SEEDS))}: mean ± std over seeds",
+    tuple(Run("configs/char_transformer_xl.py",
+              f"{alg},match=params,path={{text}},steps={CHAR_LM_STEPS}", (("seed", seed),),
+              variant=f"seed-{seed}") for seed in SEEDS for alg in SEED_ALGEBRAS),
     metric="test/bpc", data=_TEXT_DATA))
 _register(Sweep(
     "debug_image", "debug CIFAR ResNet-20: r and m2r at widths 0.25 and 0.5 (no matching), on an "

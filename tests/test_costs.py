@@ -236,7 +236,11 @@ def test_format_table_and_cli():
   with contextlib.redirect_stdout(out):
     cost_report.main(["--c_in=8", "--c_out=8", "--batch=2", "--spatial=3", "--json"])
   rows = {r["algebra"]: r for r in json.loads(out.getvalue())}
-  assert set(rows) == set(NAIVE)
+  # Every registered algebra, then examples of the families (Clifford, learned).
+  assert set(rows) == set(NAIVE) | set(costs.FAMILY_EXAMPLES)
+  assert rows["cl_1_1"]["fast_mults"] == 8 and rows["cl_1_1"]["mults"] == 16
+  assert rows["learned:4"]["dense_params"] == (64 + 8) * 4 + 4 ** 3          # its own T
+  assert rows["learned:4:network"]["dense_params"] == (64 + 8) * 4           # T counted once
   assert rows["m2r"]["dense_macs"] == 2 * 8 * 8 * 8
   assert rows["c"]["conv_fast_macs"] == 2 * 9 * 9 * 8 * 8 * 3
   assert rows["h"]["dense_params"] == (64 + 8) * 4
@@ -256,7 +260,8 @@ def test_format_table_and_cli():
   with contextlib.redirect_stdout(out):
     cost_report.main(["--c_in=8", "--c_out=8"])
   lines = out.getvalue().strip().splitlines()
-  assert len(lines) == 2 + len(NAIVE) and lines[0].startswith("| algebra")
+  assert len(lines) == 2 + len(NAIVE) + len(costs.FAMILY_EXAMPLES)
+  assert lines[0].startswith("| algebra")
 
 
 # ------------------------------------------------------ XLA cross-check

@@ -433,3 +433,119 @@ def test_export_round_trip_equals_the_masked_params(tmp_path, spec, dim, shapes)
     assert compact[f"{m}/w::indptr"][-1] == values.shape[0]
     assert values.shape[1:3] == spec.block
     assert f"{m}/b::dense" in compact
+
+
+# ----------------------------------------------------------------------------- N:M and ERK
+def _np_nm_mask(w, n, m):
+  """Numpy N:M over elements of w [..., A, B, D]: keep the n largest l2 norms of every m
+  consecutive elements along A (ties: lower index pruned first); mask [..., A, B, 1]."""
+  norms = np.sum(np.asarray(w, np.float64) ** 2, axis=-1)             # [..., A, B]
+  keep = np.zeros(norms.shape, bool)
+  for idx in np.ndindex(*norms.shape[:-2]):
+    a, b = norms[idx].shape
+    for g in range(a // m):
+      for col in range(b):
+        group = norms[idx][g * m:(g + 1) * m, col].astype(np.float32)
+        order = np.argsort(group, kind="stable")
+        keep[idx][g * m + order[m - n:], col] = True
+  return keep[..., None]
+
+
+@pytest.mark.parametrize("shape", [(16, 6, 4), (3, 3, 8, 5, 2), (12, 7, 1)])
+def test_nm_element_masks_match_numpy(shape):
+  w = _rand(shape, seed=3)
+  params = {"a": {"w": w}}
+  pruner = sparsity.Pruner(_spec(target=0.5, nm=(2, 4)), params, algebra_dim=shape[-1])
+  mask = pruner.compute_masks(params, None, 0.5)["a"]["w"]
+  np.testing.assert_array_equal(mask, _np_nm_mask(w, 2, 4))
+  # Exactly 2 of every 4 along Cin, at every (tap, output): 50% of the elements.
+  groups = np.asarray(mask[..., 0]).reshape(shape[:-3] + (shape[-3] // 4, 4, shape[-2]))
+  assert np.all(groups.sum(-2) == 2)
+  # Along the schedule: 1 of each group at half the target, and the masks only grow.
+  half = pruner.compute_masks(params, None, 0.25)["a"]["w"]
+  assert np.all(np.asarray(half[..., 0]).reshape(groups.shape).sum(-2) == 3)
+  full = pruner.compute_masks(params, {"a": {"w": half}}, 0.5)["a"]["w"]
+  assert not np.any(np.asarray(full) & ~np.asarray(half))
+
+
+def test_nm_config_and_checks():
+  spec = sparsity.spec_from_config(_cfg(target=0.0, nm="2:4"), 1000, "m2r")
+  assert spec.nm == (2, 4) and spec.target == 0.5
+  assert sparsity.spec_from_config(_cfg(target=0.75, nm="1:4"), 1000, "h").target == 0.75
+  with pytest.raises(ValueError, match="prunes 0.5 of the elements, but sparsity.target is 0.9"):
+    sparsity.spec_from_config(_cfg(target=0.9, nm="2:4"), 1000, "h")
+  with pytest.raises(ValueError, match="'N:M' with 0 < N < M"):
+    sparsity.spec_from_config(_cfg(nm="4:2"), 1000, "h")
+  with pytest.raises(ValueError, match="needs sparsity.kind 'element' and scope 'layer'"):
+    sparsity.spec_from_config(_cfg(target=0.0, nm="2:4", scope="global"), 1000, "h")
+  with pytest.raises(ValueError, match=r"Cin \(A\) axis of a/w \(6, 3, 4\) to be a multiple of 4"):
+    sparsity.Pruner(_spec(nm=(2, 4)), {"a": {"w": _rand((6, 3, 4))}}, algebra_dim=4)
+
+
+def _np_erk(grids, target):
+  """ERK densities written out (Evci et al. 2020): iterate, freezing layers above density 1."""
+  n = {k: np.prod(g) for k, g in grids.items()}
+  raw = {k: np.sum(g) / np.prod(g) for k, g in grids.items()}
+  dense = set()
+  while True:
+    rest = [k for k in grids if k not in dense]
+    eps = ((1 - target) * sum(n.values()) - sum(n[k] for k in dense)) / sum(
+        raw[k] * n[k] for k in rest)
+    over = {k for k in rest if eps * raw[k] > 1}
+    if not over:
+      return {k: 1.0 if k in dense else eps * raw[k] for k in grids}
+    dense |= over
+
+
+def test_erk_allocation_matches_numpy_and_ignores_the_algebra_axis():
+  shapes = {"conv1": (3, 3, 4, 16, 4), "conv2": (3, 3, 16, 32, 4), "fc": (32, 10, 4),
+            "tiny": (2, 2, 4)}
+  params = {k: {"w": _rand(s, seed=i)} for i, (k, s) in enumerate(shapes.items())}
+  pruner = sparsity.Pruner(_spec(target=0.8, scope="erk"), params, algebra_dim=4)
+  grids = {f"{k}/w": s[:-1] for k, s in shapes.items()}
+  want = _np_erk(grids, 0.8)
+  for name, density in want.items():
+    assert pruner.final_sparsity[name] == pytest.approx(1 - density, abs=1e-9)
+  assert pruner.final_sparsity["tiny/w"] == 0.0                      # too small: kept dense
+  units = {k: np.prod(g) for k, g in grids.items()}
+  kept = sum(units[k] * (1 - pruner.final_sparsity[k]) for k in units)
+  assert kept == pytest.approx(0.2 * sum(units.values()))
+  # Counting the algebra axis as a dimension (a real-network pruner's view) is different.
+  assert _np_erk({f"{k}/w": s for k, s in shapes.items()}, 0.8)["conv2/w"] != pytest.approx(
+      want["conv2/w"], rel=1e-3)
+  masks = pruner.compute_masks(params, None, 0.8)
+  for name, m in sparsity.flat_masks(masks).items():
+    assert int(np.asarray(m).sum()) == round((1 - pruner.final_sparsity[name]) * units[name])
+  # Half way along the schedule every weight is at half its final sparsity.
+  half = sparsity.flat_masks(pruner.compute_masks(params, None, 0.4))
+  for name, m in half.items():
+    pruned = units[name] - int(np.asarray(m).sum())
+    assert pruned == round(0.5 * pruner.final_sparsity[name] * units[name])
+
+
+def test_nm_and_erk_masks_export_round_trip(tmp_path):
+  params = {"a": {"w": _rand((8, 6, 4), 1), "b": _rand((6, 4), 2)},
+            "c": {"w": _rand((3, 3, 8, 4, 4), 3)}}
+  for spec in (_spec(target=0.5, nm=(2, 4)), _spec(target=0.7, scope="erk")):
+    pruner = sparsity.Pruner(spec, params, algebra_dim=4)
+    masks = pruner.compute_masks(params, None, spec.target)
+    masked = sparsity.apply_masks(params, masks)
+    sparsity.save(tmp_path / "m.npz", sparsity.compress(pruner, masked, masks))
+    back = sparsity.load(tmp_path / "m.npz")
+    for name, (keys, leaf) in sparsity._named_leaves(masked).items():
+      node = back
+      for k in keys:
+        node = node[k]
+      np.testing.assert_array_equal(node, np.asarray(leaf), err_msg=name)
+
+
+def test_learned_algebra_structure_is_not_pruned_and_is_exported(tmp_path):
+  def f(x):
+    return ann.Linear(8, algebra="learned:4", name="fc")(x)
+  params = hk.transform(f).init(jax.random.PRNGKey(0), jnp.ones((2, 8, 4)))
+  pruner = sparsity.Pruner(_spec(target=0.5), params, algebra_dim=4)
+  assert list(pruner.weights) == ["fc/w"]
+  masks = pruner.compute_masks(params, None, 0.5)
+  sparsity.save(tmp_path / "m.npz", sparsity.compress(pruner, params, masks))
+  back = sparsity.load(tmp_path / "m.npz")
+  np.testing.assert_array_equal(back["fc"]["structure"], params["fc"]["structure"])

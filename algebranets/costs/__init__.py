@@ -17,7 +17,14 @@ Two counts of the forward pass, both in MACs (flops = 2 × MACs):
 
 What is counted:
   * Parameters are real numbers: an algebra element of dimension D is D
-    parameters. Biases are parameters.
+    parameters. Biases are parameters. A learned algebra's structure tensor
+    (`algebras.LearnedAlgebra`) is D³ parameters: of every weight layer with
+    share "layer" (`structure_params`, in `dense_params` / `conv_params`), or
+    once, in the network's module "learned_algebra", with share "network".
+  * A learned algebra's product costs D² MACs (`mults_per_product`: T is dense
+    once trained; the layers run the expanded form). Building a layer's expanded
+    weight from w and T (Cin·Cout·D³ multiply-adds per call, whatever the batch)
+    is per step, not per example, and is in neither count.
   * A MAC is one real multiply whose product is accumulated. An algebra product
     whose naive form needs m real multiplies (`Algebra.mults_per_product`, the
     table in PAPER.md: 1 r, 4 c, 16 h, 8 m2r, 27 m3r, 64 m4r, 32 m2c, 3 dual,
@@ -88,7 +95,7 @@ from algebranets import algebras
 from algebranets import nn as ann
 
 __all__ = [
-    "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params",
+    "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params", "structure_params",
     "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
     "block_costs", "jaxpr_macs", "markdown",
 ]
@@ -173,21 +180,31 @@ def conv_macs(out_positions: int, kernel_hw, c_in: int, c_out: int, groups: int,
   return out_positions * taps * (c_in // groups) * c_out * _mults(algebra, fast)
 
 
+def structure_params(algebra: AlgebraLike) -> int:
+  """Real parameters a weight layer holds for its algebra's product: D³ for a learned
+  algebra shared per layer (its own T), else 0 (fixed T, or one T for the network)."""
+  alg = algebras.get(algebra)
+  return alg.dim ** 3 if alg.learned and alg.share == "layer" else 0
+
+
 def dense_params(c_in: int, c_out: int, algebra: AlgebraLike, with_bias: bool = True) -> int:
-  """Real parameters of a dense layer: (c_in·c_out [+ c_out]) · D."""
+  """Real parameters of a dense layer: (c_in·c_out [+ c_out]) · D [+ D³ of a learned T]."""
   c_in = _positive_int(c_in, "c_in")
   c_out = _positive_int(c_out, "c_out")
-  return (c_in * c_out + (c_out if with_bias else 0)) * algebras.get(algebra).dim
+  return ((c_in * c_out + (c_out if with_bias else 0)) * algebras.get(algebra).dim
+          + structure_params(algebra))
 
 
 def conv_params(kernel_hw, c_in: int, c_out: int, groups: int, algebra: AlgebraLike,
                 with_bias: bool = True) -> int:
-  """Real parameters of a conv layer: (taps·c_in/groups·c_out [+ c_out]) · D."""
+  """Real parameters of a conv layer: (taps·c_in/groups·c_out [+ c_out]) · D [+ D³ of a
+  learned T]."""
   c_in = _positive_int(c_in, "c_in")
   c_out = _positive_int(c_out, "c_out")
   groups = _check_groups(c_in, c_out, groups)
   weights = _kernel_taps(kernel_hw) * (c_in // groups) * c_out
-  return (weights + (c_out if with_bias else 0)) * algebras.get(algebra).dim
+  return ((weights + (c_out if with_bias else 0)) * algebras.get(algebra).dim
+          + structure_params(algebra))
 
 
 def embed_params(vocab_size: int, embed_dim: int, algebra: AlgebraLike) -> int:
@@ -585,6 +602,13 @@ def format_table(report: ModelCost) -> str:
 
 
 # ------------------------------------------------------------ layer tables
+# Members of the algebra families (algebras.FAMILIES) that `algebra_table` lists after the
+# registered algebras by default: Clifford algebras (Cl(2,0) and Cl(1,1) ≅ M2(R) and Cl(3,0) ≅
+# M2(C) compute on the isomorphic path; Cl(0,0,1) is the dual numbers) and learned algebras
+# (per-layer T: D³ more parameters per layer; per-network T: counted once, not per layer).
+FAMILY_EXAMPLES = ("cl_2_0", "cl_1_1", "cl_3_0", "cl_0_0_1", "learned:4", "learned:4:network")
+
+
 def algebra_table(c_in: int, c_out: int, batch: int, spatial: int, kernel: int,
                   with_bias: bool = True, real_width: bool = False,
                   names: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
@@ -593,10 +617,11 @@ def algebra_table(c_in: int, c_out: int, batch: int, spatial: int, kernel: int,
   The dense layer is applied at `batch` positions, the conv layer ("SAME",
   stride 1) at batch·spatial² output positions. With `real_width`, c_in and
   c_out count real components and each algebra gets c // D elements (at least
-  one); otherwise they count algebra elements.
+  one); otherwise they count algebra elements. Default `names`: every registered algebra,
+  then FAMILY_EXAMPLES.
   """
   rows = []
-  for name in (names or algebras.names()):
+  for name in (names or algebras.names() + FAMILY_EXAMPLES):
     alg = algebras.get(name)
     ci, co = c_in, c_out
     if real_width:

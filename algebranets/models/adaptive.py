@@ -108,20 +108,21 @@ def check_clusters(vocab_size: int, cutoffs: Sequence[int], d_embed: int,
   return dims
 
 
-def dense_transpose(y, w, algebra):
+def dense_transpose(y, w, algebra, structure=None):
   """P^T y for the real linear map P: x -> ops.dense(x, w, algebra).
 
   Args:
     y: [..., Cout, D].
     w: dense weight [Cin, Cout, D].
     algebra: an Algebra or a registered name.
+    structure: T of a learned algebra (`ops.dense`), else None.
 
   Returns:
     [..., Cin, D] with <P x, y> == <x, P^T y> over all real components.
   """
   alg = algebras_lib.get(algebra)
   x_spec = jax.ShapeDtypeStruct(y.shape[:-2] + (w.shape[0], alg.dim), y.dtype)
-  (x,) = jax.linear_transpose(lambda x: ops.dense(x, w, alg), x_spec)(y)
+  (x,) = jax.linear_transpose(lambda x: ops.dense(x, w, alg, structure=structure), x_spec)(y)
   return x                                                           # [..., Cin, D]
 
 
@@ -138,6 +139,10 @@ class _Projection(ann.Linear):
     return hk.get_parameter(
         "w", [self.input_size, self.output_size, self.algebra.dim],
         init=self.w_init or ann.initializers.lecun_normal(self.algebra))
+
+  def structure(self):
+    """T [D, D, D] of a learned algebra (the one `__call__` uses), None otherwise."""
+    return ann.learned.structure(self.algebra) if self.algebra.learned else None
 
 
 def _normal(std):
@@ -215,10 +220,11 @@ class AdaptiveEmbedding(hk.Module):
 
 # ---------------------------------------------------------- adaptive softmax
 def _cluster_logits(h, table, bias, proj):
-  """h [N, C, D] -> logits [N, V_i]; proj = None | ("tied", w) | ("own", w)."""
+  """h [N, C, D] -> logits [N, V_i]; proj = None | ("tied" | "own", w, algebra, T or None)."""
   if proj is not None:
-    kind, w, alg = proj
-    h = dense_transpose(h, w, alg) if kind == "tied" else ops.dense(h, w, alg)  # [N, E_i, D]
+    kind, w, alg, t = proj
+    h = (dense_transpose(h, w, alg, t) if kind == "tied"
+         else ops.dense(h, w, alg, structure=t))                              # [N, E_i, D]
   # Accumulated in and returned as float32 even under bfloat16 compute: a bf16 logit of
   # size 20 is off by up to 0.06 nats, and a bf16 log-sum-exp over thousands of words
   # loses ~3 significant digits of the loss.
@@ -320,9 +326,10 @@ class AdaptiveSoftmax(hk.Module):
       proj = None
       if self.has_projections:
         if self.tie_projs[i]:
-          proj = ("tied", self.embedding.cluster_projection(i).weight(), alg)
+          tied = self.embedding.cluster_projection(i)
+          proj = ("tied", tied.weight(), alg, tied.structure())
         else:
-          proj = ("own", self._projs[i].weight(), alg)
+          proj = ("own", self._projs[i].weight(), alg, self._projs[i].structure())
       params.append([table, bias[lo:hi], proj])
     if n > 1:
       cw = hk.get_parameter("cluster_weight", [n - 1, self.dims[0], alg.dim],

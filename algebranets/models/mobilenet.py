@@ -72,7 +72,8 @@ class MobileNetV1(hk.Module):
                head_component: Union[int, str] = 0, dropout_rate: float = 0.0,
                w_init: Optional[hk.initializers.Initializer] = None,
                conv_path: Optional[str] = None, folded: bool = False,
-               padding: str = "same", name: Optional[str] = "mobilenet_v1"):
+               padding: str = "same", dropout_unit: str = ann.DEFAULT_DROPOUT_UNIT,
+               name: Optional[str] = "mobilenet_v1"):
     """Constructs the network.
 
     Args:
@@ -92,6 +93,9 @@ class MobileNetV1(hk.Module):
       conv_path: `ops.conv2d` path of every conv; None picks the fastest.
       folded: keep M_n(B) activations folded between layers (resnet docstring).
       padding: one of resnet.PADDINGS, "same" or "symmetric" (module doc).
+      dropout_unit: one of nn.DROPOUT_UNITS: dropout per real component of the
+        pooled features ("component", default: as before the option existed) or per
+        algebra element ("element"); see `nn.dropout`.
       name: module name.
     """
     super().__init__(name=name)
@@ -115,6 +119,7 @@ class MobileNetV1(hk.Module):
     self.head = check_choice(head, HEADS, "head")
     self.head_component = head_component
     self.dropout_rate = float(dropout_rate)
+    self.dropout_unit = ann.check_dropout_unit(dropout_unit)
 
   def __call__(self, images, is_training: bool, test_local_stats: bool = False):
     """Real images [B, H, W, F] -> real logits [B, K] (float32 or wider)."""
@@ -145,5 +150,5 @@ class MobileNetV1(hk.Module):
     x = x.astype(head_dtype(x.dtype))                                       # float32 head
     x = layers.unfold(jnp.mean(x, axis=(1, 2)))                             # [B, C, D]
     if is_training and self.dropout_rate > 0:
-      x = hk.dropout(hk.next_rng_key(), self.dropout_rate, x)
+      x = ann.dropout(hk.next_rng_key(), self.dropout_rate, x, self.dropout_unit)  # [B, C, D]
     return classifier(x, self.num_classes, alg, self.head, self.head_component)  # [B, K]

@@ -64,6 +64,9 @@ exactly the real network, 25,557,032 parameters for ResNet-50):
   applies a real fc layer (for algebra "r" exactly the usual fc); "component"
   and "norm" apply an algebra fc layer to K elements and read logits from one
   component (`head_component`) or from the element norms.
+* Dropout (`dropout_rate`, default 0: none, as He et al.): on the pooled
+  features before the head in training, per real component or per algebra
+  element (`dropout_unit`, `nn.dropout`), as in MobileNet.
 * Precision of the head (`classifier`): the global average pool, the
   projection out of the algebra, the classifier and the logits are computed
   in float32 whatever the compute dtype: under bfloat16 mixed precision the
@@ -282,7 +285,8 @@ class ResNet(hk.Module):
                head_component: Union[int, str] = 0,
                w_init: Union[None, str, hk.initializers.Initializer] = None,
                conv_path: Optional[str] = None, folded: bool = False,
-               padding: str = "same", name: Optional[str] = None):
+               padding: str = "same", dropout_rate: float = 0.0,
+               dropout_unit: str = ann.DEFAULT_DROPOUT_UNIT, name: Optional[str] = None):
     """Constructs the network.
 
     Args:
@@ -314,6 +318,9 @@ class ResNet(hk.Module):
       folded: keep M_n(B) activations folded between layers (see module doc).
       padding: one of PADDINGS: "same" (TensorFlow's) or "symmetric" (k//2 on
         each side, torchvision's); see the module doc.
+      dropout_rate: dropout on the pooled features in training (needs an rng); 0
+        (default) is the standard ResNet.
+      dropout_unit: one of nn.DROPOUT_UNITS, "component" (default) or "element".
       name: module name.
     """
     super().__init__(name=name)
@@ -341,6 +348,10 @@ class ResNet(hk.Module):
       w_init = ann.initializers.by_name(w_init, alg)
     self.layers = LayerChoices(alg, check_bn_config(bn_config), activation, w_init, conv_path,
                                folded, padding)
+    if not 0.0 <= dropout_rate < 1.0:
+      raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}.")
+    self.dropout_rate = float(dropout_rate)
+    self.dropout_unit = ann.check_dropout_unit(dropout_unit)
 
   def __call__(self, images, is_training: bool, test_local_stats: bool = False):
     """Real images [B, H, W, F] -> real logits [B, K] (float32 or wider, see module doc)."""
@@ -372,6 +383,8 @@ class ResNet(hk.Module):
 
     x = x.astype(head_dtype(x.dtype))                                       # float32 head
     x = layers.unfold(jnp.mean(x, axis=(1, 2)))                             # [B, C, D]
+    if is_training and self.dropout_rate > 0:
+      x = ann.dropout(hk.next_rng_key(), self.dropout_rate, x, self.dropout_unit)  # [B, C, D]
     return classifier(x, self.num_classes, alg, self.head, self.head_component)  # [B, K]
 
 

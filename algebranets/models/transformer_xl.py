@@ -195,9 +195,10 @@ def initial_mems(batch_size: int, n_layers: int, d_model: int, algebra,
   return tuple(jnp.zeros((batch_size, 0, d_model, d), dtype) for _ in range(n_layers))
 
 
-def _dropout(x, rate, is_training):
+def _dropout(x, rate, is_training, unit="component"):
+  """Dropout on x (`ann.dropout`: per real component, or per element of x [..., C, D])."""
   if is_training and rate > 0:
-    return hk.dropout(hk.next_rng_key(), rate, x)
+    return ann.dropout(hk.next_rng_key(), rate, x, unit)
   return x
 
 
@@ -233,9 +234,11 @@ class DecoderLayer(hk.Module):
                activation: Union[str, Callable] = "relu",
                w_init: Optional[hk.initializers.Initializer] = None,
                norm_scale_init: Optional[hk.initializers.Initializer] = None,
+               dropout_unit: str = ann.DEFAULT_DROPOUT_UNIT,
                name: Optional[str] = None):
     """See the class docstring; w_init / norm_scale_init: initialisers of every weight
-    layer's w and of the LayerNorm scales (None: `ann.Linear`'s LeCun default, ones)."""
+    layer's w and of the LayerNorm scales (None: `ann.Linear`'s LeCun default, ones);
+    dropout_unit: see `TransformerXL`."""
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
     self.w_init, self.norm_scale_init = w_init, norm_scale_init
@@ -243,6 +246,7 @@ class DecoderLayer(hk.Module):
     self.d_head = positive_int(d_head, "d_head")
     self.d_inner = positive_int(d_inner, "d_inner")
     self.dropout, self.dropatt = dropout, dropatt
+    self.dropout_unit = ann.check_dropout_unit(dropout_unit)
     self.pre_lnorm = pre_lnorm
     self.activation = ann.get_activation(activation)
 
@@ -281,13 +285,14 @@ class DecoderLayer(hk.Module):
     probs = _dropout(probs, self.dropatt, is_training)
     out = jnp.einsum("bhij,bjhcd->bihcd", probs, v)                  # [B, T, H, Ch, D]
     out = out.reshape(b, t, self.n_heads * self.d_head, d)           # [B, T, H·Ch, D]
-    out = _dropout(self._linear(c, "o")(out), self.dropout, is_training)  # [B, T, C, D]
+    unit = self.dropout_unit
+    out = _dropout(self._linear(c, "o")(out), self.dropout, is_training, unit)  # [B, T, C, D]
     h = h + out if self.pre_lnorm else self._norm("attn_norm")(h + out)
 
     x = self._norm("ff_norm")(h) if self.pre_lnorm else h
     y = self.activation(self._linear(self.d_inner, "ff_in", with_bias=True)(x))  # [B, T, F, D]
-    y = _dropout(y, self.dropout, is_training)
-    y = _dropout(self._linear(c, "ff_out", with_bias=True)(y), self.dropout, is_training)
+    y = _dropout(y, self.dropout, is_training, unit)
+    y = _dropout(self._linear(c, "ff_out", with_bias=True)(y), self.dropout, is_training, unit)
     return h + y if self.pre_lnorm else self._norm("ff_norm")(h + y)  # [B, T, C, D]
 
   def __call__(self, h, mem, rel, visible, r_w_bias, r_r_bias, is_training=False):
@@ -364,7 +369,8 @@ class TransformerXL(hk.Module):
                tie_projs: Union[None, bool, Sequence[bool]] = None, untie_r: bool = False,
                final_lnorm: Optional[bool] = None, activation: Union[str, Callable] = "relu",
                init: str = "reference", init_std: float = 0.02, proj_init_std: float = 0.01,
-               tail_capacity: Optional[float] = 0.125, name: Optional[str] = None):
+               tail_capacity: Optional[float] = 0.125,
+               dropout_unit: str = ann.DEFAULT_DROPOUT_UNIT, name: Optional[str] = None):
     """Constructs the model.
 
     Args:
@@ -406,10 +412,16 @@ class TransformerXL(hk.Module):
         of the adaptive embedding/softmax projections with init="reference";
         they exist only when div_val > 1 or d_embed != d_model.
       tail_capacity: see `adaptive.AdaptiveSoftmax` (loss with targets).
+      dropout_unit: one of `ann.DROPOUT_UNITS`: what `dropout` drops, each real
+        component ("component", the default: the reference's dropout at equal real
+        width, and what every earlier result here used) or whole algebra elements
+        ("element": one mask entry per element of [..., C, D]); see `ann.dropout`.
+        The attention probabilities (dropatt) are real: always per component.
       name: module name.
     """
     super().__init__(name=name)
     self.algebra = algebras_lib.get(algebra)
+    self.dropout_unit = ann.check_dropout_unit(dropout_unit)
     self.vocab_size = positive_int(vocab_size, "vocab_size")
     self.d_model = positive_int(d_model, "d_model")
     self.n_layers = positive_int(n_layers, "n_layers")
@@ -473,6 +485,7 @@ class TransformerXL(hk.Module):
                          dropout=self.dropout, dropatt=self.dropatt,
                          pre_lnorm=self.pre_lnorm, activation=self.activation,
                          w_init=self._w_init, norm_scale_init=self._norm_scale_init,
+                         dropout_unit=self.dropout_unit,
                          name=f"layer_{l}") for l in range(self.n_layers)]
 
   @hk.experimental.name_like("__call__")
@@ -492,7 +505,7 @@ class TransformerXL(hk.Module):
     if self.final_lnorm:
       h = ann.LayerNorm(algebra=self.algebra, scale_init=self._norm_scale_init,
                         name="final_norm")(h)
-    return _dropout(h, self.dropout, is_training)
+    return _dropout(h, self.dropout, is_training, self.dropout_unit)
 
   def _distances(self, n):
     """Distances n-1, ..., 0 (clamped) as encodings R [n, C, D]."""
@@ -537,8 +550,9 @@ class TransformerXL(hk.Module):
     k = m + t
 
     embedding = self._embedding()
-    h = _dropout(embedding(tokens), self.dropout, is_training)       # [B, T, C, D]
-    rel = _dropout(self._distances(k), self.dropout, is_training)    # [K, C, D]
+    unit = self.dropout_unit
+    h = _dropout(embedding(tokens), self.dropout, is_training, unit)  # [B, T, C, D]
+    rel = _dropout(self._distances(k), self.dropout, is_training, unit)  # [K, C, D]
     visible = attention_mask(t, k, self.mem_len, self.same_length)  # [T, K]
     inputs = []
     for l, (layer, (u, v)) in enumerate(zip(self._layers(), self._r_biases())):

@@ -10,9 +10,14 @@ weights [KH, KW, Cin/G, Cout, D], biases [Cout, D].
   initializers  variance scaling that counts the algebra's real products
   lift          Lift (R -> A), Project (A -> R), Embed (tokens -> A)
   inference     weights prepared once for batch-1 inference (decoding)
+  learned       the structure tensor of a learned algebra as a parameter
+  drop          dropout per real component or per whole algebra element
 """
 
-from algebranets.nn import activations, initializers
+from algebranets.nn import activations, initializers, learned
+from algebranets.nn.drop import DEFAULT_UNIT as DEFAULT_DROPOUT_UNIT
+from algebranets.nn.drop import DROPOUT_UNITS, dropout
+from algebranets.nn.drop import check_unit as check_dropout_unit
 from algebranets.nn.activations import (
     ACTIVATIONS, ModReLU, NormGate, get_activation, safe_norm)
 from algebranets.nn.initializers import (
@@ -31,4 +36,5 @@ __all__ = [
     "glorot_uniform", "polar",
     "Lift", "Project", "Embed", "LIFT_MODES", "PROJECT_MODES",
     "make_preparer", "linear_layers",
+    "learned", "dropout", "DROPOUT_UNITS", "DEFAULT_DROPOUT_UNIT", "check_dropout_unit",
 ]

@@ -10,6 +10,10 @@ the decoding loop: inside `jit` it is computed once per call, not per step.
     prepare = make_preparer(forward_fn, params, tokens)   # discovers the layers
     fast_params = prepare(params)                         # jit-able, pure
 
+Learned algebras: the layer's structure tensor T is multiplied into the prepared
+weight here (`ops.prepare_dense(..., structure=T)`), so a generation builds each
+layer's learned weight once, not once per token.
+
 Pruned models: `make_preparer(..., sparse_batch=B)` stores the weights of
 layers with enough zero algebra elements to run faster sparse at batch B
 (`sparse_ops.should_use_sparse`) in block-CSR form; that reads the weights'
@@ -25,6 +29,7 @@ import jax
 
 from algebranets import ops
 from algebranets import sparse_ops
+from algebranets.nn import learned
 from algebranets.nn.linear import Linear
 
 __all__ = ["make_preparer", "linear_layers"]
@@ -74,9 +79,13 @@ def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = Non
         w = params[name]["w"]
         if isinstance(w, ops.PreparedWeight):
           continue
-        if (path is None and sparse_batch is not None
-            and sparse_ops.should_use_sparse(w, algebra, sparse_batch)):
+        structure = None
+        if algebra.learned:
+          module, param = learned.structure_key(algebra, name)
+          structure = params[module][param]
+        elif (path is None and sparse_batch is not None
+              and sparse_ops.should_use_sparse(w, algebra, sparse_batch)):
           path = ops.ELEMENT_SPARSE
-        params[name]["w"] = ops.prepare_dense(w, algebra, path)
+        params[name]["w"] = ops.prepare_dense(w, algebra, path, structure=structure)
     return params
   return prepare

@@ -103,8 +103,13 @@ _TRUNCATED_STD = 0.87962566103423978
 
 
 def product_gain(algebra) -> float:
-  """g = Σ_abk T[a, b, k]² / D: real products per weight component (see module doc)."""
+  """g = Σ_abk T[a, b, k]² / D: real products per weight component (see module doc).
+
+  For a learned algebra, g of its initial T (its expectation, D, for a random start).
+  """
   alg = algebras_lib.get(algebra)
+  if alg.learned:
+    return alg.gain
   return float(np.sum(np.square(alg.structure)) / alg.dim)
 
 

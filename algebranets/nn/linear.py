@@ -18,6 +18,11 @@ per layer). The weight parameter is the same [KH, KW, Cin/G, Cout, D] array as
 unfolded (same initialiser, checkpoints interchangeable); it is folded with
 `ops.fold_weight` on every call, and `path` then picks the base algebra's op.
 
+Learned algebras (`algebras.LearnedAlgebra`, e.g. algebra="learned:4"): the
+layer also reads the structure tensor T [D, D, D] (`nn.learned.structure`: its
+own parameter "structure", or the network's) and computes on the expanded
+path with it, building its expanded weight once per call.
+
 Default initialisers: w ~ `initializers.lecun_normal(algebra)` (truncated
 normal with variance 1 / effective fan_in, where the effective fan_in counts
 the real products feeding each output component; see `initializers`), b = 0.
@@ -33,6 +38,7 @@ import haiku as hk
 from algebranets import algebras as algebras_lib
 from algebranets import ops
 from algebranets.nn import initializers
+from algebranets.nn import learned
 from algebranets.nn._checks import (
     check_algebra_input, check_foldable, int_pair, positive_int)
 
@@ -81,7 +87,9 @@ class Linear(hk.Module):
     cin, dtype = inputs.shape[-2], inputs.dtype
     w_init = self.w_init or initializers.lecun_normal(alg)
     w = hk.get_parameter("w", [cin, self.output_size, alg.dim], dtype, init=w_init)
-    out = ops.dense(inputs, w, alg, path=self.path, precision=precision)  # [..., Cout, D]
+    t = learned.structure(alg, dtype) if alg.learned else None             # [D, D, D]
+    out = ops.dense(inputs, w, alg, path=self.path, precision=precision,
+                    structure=t)                                           # [..., Cout, D]
     if self.with_bias:
       b = hk.get_parameter("b", [self.output_size, alg.dim], dtype, init=self.b_init)
       out = out + b
@@ -172,9 +180,10 @@ class Conv2D(hk.Module):
       inputs = inputs[None]                                  # [1, H, W, Cin, D]
     cin, g = inputs.shape[3], self.feature_group_count
     w = self._weight(cin, inputs.dtype)
+    t = learned.structure(alg, inputs.dtype) if alg.learned else None   # [D, D, D]
     out = ops.conv2d(inputs, w, alg, stride=self.stride, padding=self.padding,
                      dilation=self.rate, feature_group_count=g, path=self.path,
-                     precision=precision)                   # [N, H', W', Cout, D]
+                     precision=precision, structure=t)      # [N, H', W', Cout, D]
     if self.with_bias:
       b = hk.get_parameter("b", [self.output_channels, alg.dim], inputs.dtype,
                            init=self.b_init)

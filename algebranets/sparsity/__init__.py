@@ -28,10 +28,27 @@ The masks of a model are a nested dict like the Haiku params holding only the pr
 ({module: {name: mask}}); `apply_masks(params, masks)` zeroes the pruned components.
 
 Scores: the unit's norm (NORMS: l2 default, l1, linf). Pruning k units keeps the others: per
-weight ("layer" scope, k = round(s·n) of its n units) or over all pruned weights together
-("global" scope, one threshold, k = round(s·N) of all N units). Ties are broken
-deterministically: units already pruned go first, then the lower score, then the lower flat
-index (a stable sort), so the masks of a rising schedule only grow and repeat exactly.
+weight ("layer" scope: uniform allocation, k = round(s·n) of its n units), over all pruned
+weights together ("global" scope, one threshold, k = round(s·N) of all N units), or per weight
+at the sparsity that Erdős-Rényi-Kernel allocation gives it ("erk" scope, `erk_sparsities`).
+Ties are broken deterministically: units already pruned go first, then the lower score, then
+the lower flat index (a stable sort), so the masks of a rising schedule only grow and repeat
+exactly.
+
+ERK allocation (Evci et al. 2020, RigL; Mocanu et al. 2018 for dense layers): a weight with
+non-algebra axes (n_1, ..., n_k) -- kernel taps, Cin, Cout; never the trailing algebra axis,
+which is the unit itself -- keeps the density ε·(Σ n_i)/(Π n_i) of its Π n_i units, with ε
+set so that the kept units are (1 - s) of all units; a weight whose density would exceed 1
+stays dense and ε is solved again for the others. Small layers (few units, wide in one
+direction) stay denser, large ones get sparser. (A pruner that counted the algebra axis as a
+dimension would add D to the sum and a factor D to the product: a different allocation.)
+Along a rising schedule every weight's sparsity is its final ERK value times s_t / s_f.
+
+N:M over elements (`nm`, kind "element", scope "layer"): in every group of M consecutive
+units along the A axis (Cin: the axis a matmul reduces over, per output and kernel tap) keep
+the N of largest score -- 2:4 elements along Cin is the pattern of sparse tensor cores, here
+with algebra elements as the unit. The sparsity is 1 - N/M; along a rising schedule each group
+prunes round((M - N)·s_t / s_f) units. A must be a multiple of M.
 
 Schedules (SCHEDULES), with t the number of optimiser steps taken:
   gradual   Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)·(1 - (t - t0)/(t1 - t0))³ for
@@ -75,7 +92,7 @@ from algebranets import algebras
 KINDS = ("element", "unstructured", "block")
 BLOCKS = ("1xd", "dx1", "nxn")
 SCHEDULES = ("gradual", "one_shot")
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "erk")
 
 # Unit scores: name -> reduction over the given axes of a unit's components. Only the order
 # matters, so l2 is the sum of squares (no square root).
@@ -116,6 +133,19 @@ class Spec:
   norm: str = "l2"
   include: str = DEFAULT_INCLUDE
   exclude: str = DEFAULT_EXCLUDE
+  nm: Tuple[int, int] = (0, 0)        # (N, M) of N:M element sparsity; (0, 0): off
+
+
+def parse_nm(text: str) -> Tuple[int, int]:
+  """(N, M) of "N:M" (0 < N < M); (0, 0) for ""."""
+  text = (text or "").strip()
+  if not text:
+    return 0, 0
+  n, sep, m = text.partition(":")
+  if not (sep and n.isdigit() and m.isdigit() and 0 < int(n) < int(m)):
+    raise ValueError(f"sparsity.nm must be 'N:M' with 0 < N < M (e.g. '2:4'), or '' for "
+                     f"none; got {text!r}")
+  return int(n), int(m)
 
 
 def _choice(value, choices, what: str) -> str:
@@ -164,6 +194,17 @@ def spec_from_config(cfg, num_steps: int, algebra: str = "r") -> Optional[Spec]:
   kind = _choice(cfg.kind, KINDS, "sparsity.kind")
   schedule = _choice(cfg.schedule, SCHEDULES, "sparsity.schedule")
   scope = _choice(cfg.scope, SCOPES, "sparsity.scope")
+  nm = parse_nm(cfg.get("nm", ""))
+  if nm != (0, 0):
+    implied = 1.0 - nm[0] / nm[1]
+    if target and abs(target - implied) > 1e-9:
+      raise ValueError(f"sparsity.nm={cfg.nm!r} prunes {implied:g} of the elements, but "
+                       f"sparsity.target is {target}; set target to {implied:g} or 0 (then "
+                       "nm sets it)")
+    if kind != "element" or scope != "layer":
+      raise ValueError(f"sparsity.nm needs sparsity.kind 'element' and scope 'layer' (groups "
+                       f"of M elements along Cin); got kind {kind!r}, scope {scope!r}")
+    target = implied
   norm = _choice(cfg.norm, tuple(NORMS), "sparsity.norm")
   block = (1, 1)
   if kind == "block":
@@ -195,7 +236,7 @@ def spec_from_config(cfg, num_steps: int, algebra: str = "r") -> Optional[Spec]:
   return Spec(target=target, kind=kind, block=block, schedule=schedule, initial=initial,
               begin_step=begin, end_step=end, frequency=frequency, scope=scope, norm=norm,
               include=cfg.get("include", "") or DEFAULT_INCLUDE,
-              exclude=cfg.get("exclude", "") or DEFAULT_EXCLUDE)
+              exclude=cfg.get("exclude", "") or DEFAULT_EXCLUDE, nm=nm)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -320,6 +361,48 @@ def _keep_largest(scores, k):
   return (ranks >= k).reshape(scores.shape)
 
 
+# ----------------------------------------------------------------------------- allocation
+def erk_sparsities(dims: Mapping[str, Sequence[int]], target: float,
+                   units: Optional[Mapping[str, int]] = None) -> Dict[str, float]:
+  """Per-weight sparsities of Erdős-Rényi-Kernel allocation (see the module docstring).
+
+  Args:
+    dims: weight name -> the sizes of its unit grid: its shape WITHOUT the trailing algebra
+      axis (a dense [Cin, Cout, D]: (Cin, Cout); a conv [KH, KW, Cin, Cout, D]: all four).
+    target: the fraction of all units to prune.
+    units: name -> its number of units, if not prod(dims) (kind "unstructured": prod(dims)·D).
+
+  Returns:
+    name -> sparsity, with Σ sparsity·units = target·Σ units (up to float rounding) and
+    layers that would need a density above 1 dense (sparsity 0).
+  """
+  if not 0.0 <= target < 1.0:
+    raise ValueError(f"ERK target sparsity must be in [0, 1), got {target}")
+  units = {n: float(units[n] if units else math.prod(d)) for n, d in dims.items()}
+  raw = {n: sum(d) / math.prod(d) for n, d in dims.items()}
+  dense: set = set()
+  while True:
+    free = [n for n in dims if n not in dense]
+    budget = (1.0 - target) * sum(units.values()) - sum(units[n] for n in dense)
+    eps = budget / sum(raw[n] * units[n] for n in free) if free else 0.0
+    over = [n for n in free if eps * raw[n] > 1.0]
+    if not over:
+      break
+    dense.update(over)
+  return {n: 0.0 if n in dense else 1.0 - eps * raw[n] for n in dims}
+
+
+def _keep_largest_in_groups(scores, m: int, k):
+  """Unit scores [..., A, B] -> mask keeping all but the k lowest of every M consecutive units
+  along A (ties: lower index pruned first)."""
+  *lead, a, b = scores.shape
+  groups = jnp.moveaxis(scores.reshape(*lead, a // m, m, b), -2, -1)    # [..., A/M, B, M]
+  order = jnp.argsort(groups, axis=-1, stable=True)
+  ranks = jnp.argsort(order, axis=-1, stable=True)                       # rank within its group
+  keep = ranks >= k
+  return jnp.moveaxis(keep, -1, -2).reshape(scores.shape)               # [..., A, B]
+
+
 # ----------------------------------------------------------------------------- masks
 def apply_masks(tree, masks):
   """`tree` (params, gradients, updates) with the pruned components set to 0."""
@@ -365,6 +448,12 @@ class Pruner:
         raise ValueError(f"parameter {name} {shape} has no trailing algebra axis of size "
                          f"{algebra_dim}; exclude it, or match it with real_weights")
       w = _Weight(keys=keys, shape=shape, has_axis=has_axis)
+      if spec.nm != (0, 0):
+        view = shape if has_axis else shape + (1,)
+        if len(view) < 3 or view[-3] % spec.nm[1]:
+          raise ValueError(f"N:M sparsity {spec.nm[0]}:{spec.nm[1]} needs the Cin (A) axis of "
+                           f"{name} {shape} to be a multiple of {spec.nm[1]}; exclude it "
+                           "(sparsity.exclude) or pick another M")
       if spec.kind == "block":
         view = shape if has_axis else shape + (1,)
         bh, bw = spec.block
@@ -373,6 +462,17 @@ class Pruner:
                            f"{name} {shape}; exclude it (sparsity.exclude) or pick another "
                            f"sparsity.block of {list(BLOCKS)}")
       self.weights[name] = w
+    # ERK: each weight's final sparsity, from its unit grid (never the algebra axis).
+    self.final_sparsity: Dict[str, float] = {n: spec.target for n in self.weights}
+    if spec.scope == "erk":
+      grids = {n: (w.shape[:-1] if w.has_axis else w.shape) for n, w in self.weights.items()}
+      if spec.kind == "block":
+        bh, bw = spec.block
+        grids = {n: g[:-2] + (g[-2] // bh, g[-1] // bw) for n, g in grids.items()}
+      units = None
+      if spec.kind == "unstructured":  # units are components; the score still ignores D
+        units = {n: math.prod(w.shape) for n, w in self.weights.items()}
+      self.final_sparsity = erk_sparsities(grids, spec.target, units)
 
   # -- masks
   def mask_shape(self, name: str) -> tuple:
@@ -415,7 +515,15 @@ class Pruner:
       for name, s in scores.items():
         kept[name] = keep_all[start:start + s.size].reshape(s.shape)
         start += s.size
-    else:
+    elif spec.nm != (0, 0):
+      n, m = spec.nm
+      per_group = jnp.round((m - n) * sparsity / spec.target).astype(jnp.int32)
+      kept = {name: _keep_largest_in_groups(s, m, per_group) for name, s in scores.items()}
+    elif spec.scope == "erk":  # each weight at its ERK sparsity, scaled along the schedule
+      kept = {name: _keep_largest(s, jnp.round(
+                  sparsity / spec.target * self.final_sparsity[name] * s.size).astype(jnp.int32))
+              for name, s in scores.items()}
+    else:  # "layer": uniform, every weight at s
       kept = {name: _keep_largest(s, jnp.round(sparsity * s.size).astype(jnp.int32))
               for name, s in scores.items()}
     return _nest({w.keys: w.unview(_expand(kept[name], spec.kind, spec.block))

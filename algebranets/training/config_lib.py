@@ -6,7 +6,9 @@ argument is
 
     <algebra>[,debug][,match=none|params|macs|flops][,width=W][,<key>=<value>...]
 
-  algebra   a registered algebra name (algebras.names(): r, c, h, m2r, ...); first, required
+  algebra   a registered algebra name (algebras.names(): r, c, h, m2r, ...) or a member of a
+            family (algebras.FAMILIES: cl_1_1, cl_0_0_1, learned:4, learned:h:network, ...);
+            first, required
   debug     the CPU-sized variant: a tiny model and a few steps, for smoke tests
   match     size the algebra model like the real model of the config: "params" (equal real
             parameters), "macs" (equal multiply-adds of the weight layers) or "flops" (equal
@@ -72,8 +74,11 @@ The blocks (`base_config`), read by `training.train` and nowhere else:
              begin_fraction, end_fraction   t0, t1 as fractions of train.num_steps ...
              begin_step, end_step           ... or as steps (used when > 0)
              frequency    steps between mask updates (gradual)
-             scope        "layer" (each pruned weight exactly s_t) or "global" (one threshold
-                          over all pruned weights)
+             scope        "layer" (uniform: each pruned weight exactly s_t), "global" (one
+                          threshold over all pruned weights) or "erk" (Erdős-Rényi-Kernel
+                          allocation over the element grid of each weight, algebra axis left out)
+             nm           "N:M" (e.g. "2:4"): keep N of every M consecutive elements along Cin
+                          (kind "element", scope "layer"; target 0 or 1 - N/M); "" off
              norm         unit score: "l2", "l1" or "linf" of its components
              include, exclude   regexes on the parameter path "module/.../name" ("" include:
                           the default rule, conv and linear weights without the stem conv,
@@ -198,5 +203,5 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
   c.sparsity = ml_collections.ConfigDict(dict(
       target=0.0, kind="element", block="1xd", block_algebra="m2r", schedule="gradual",
       initial=0.0, begin_fraction=0.1, end_fraction=0.6, begin_step=0, end_step=0,
-      frequency=100, scope="layer", norm="l2", include="", exclude=""))
+      frequency=100, scope="layer", norm="l2", include="", exclude="", nm=""))
   return c
