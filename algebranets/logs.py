@@ -26,6 +26,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 from typing import Callable, Optional
 
 LOGGER = "algebranets"
@@ -93,7 +94,7 @@ def setup(level: int = logging.INFO) -> logging.Logger:
   back the libraries' INFO lines. Idempotent.
   """
   quiet_startup()
-  formatter = Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT)
+  formatter = ConsoleFormatter(CONSOLE_FORMAT, CONSOLE_DATEFMT)
   log = logging.getLogger(LOGGER)
   log.setLevel(level)
   root = logging.getLogger()
@@ -125,7 +126,7 @@ def add_file(path, *, header: Optional[str] = None, level: int = logging.INFO,
       return handler
   if ready is None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler = LogFileHandler(path, encoding="utf-8", delay=True)
   else:
     handler = DeferredFileHandler(path, ready)
   handler.setLevel(level)
@@ -138,7 +139,44 @@ def add_file(path, *, header: Optional[str] = None, level: int = logging.INFO,
   return handler
 
 
-class DeferredFileHandler(logging.FileHandler):
+class LogFileHandler(logging.FileHandler):
+  """A log file that, when it cannot be written (a full disk), says so once on stderr and stops,
+  instead of printing logging's own traceback for every record."""
+
+  def handleError(self, record):  # pylint: disable=invalid-name
+    if getattr(self, "_failed", False):
+      return
+    self._failed = True  # pylint: disable=attribute-defined-outside-init
+    cause = sys.exc_info()[1]
+    sys.stderr.write(f"{time.strftime(CONSOLE_DATEFMT)} {LOGGER}: warning: could not write the "
+                     f"log file {self.baseFilename} ({cause}); logging to the console only\n")
+
+  def emit(self, record):
+    if not getattr(self, "_failed", False):
+      super().emit(record)
+
+
+class ConsoleFormatter(Formatter):
+  """`Formatter`, but a library's error record shows its message without its traceback, which
+  stays in the log file (and on the console with --verbose): e.g. orbax logs a failed
+  background save with its traceback before the trainer reports the failure in one line."""
+
+  def format(self, record):
+    if record.exc_info and not record.name.startswith(LOGGER) and not _verbose():
+      saved = record.exc_info, record.exc_text
+      record.exc_info, record.exc_text = None, None
+      try:
+        return super().format(record)
+      finally:
+        record.exc_info, record.exc_text = saved
+    return super().format(record)
+
+
+def _verbose() -> bool:
+  return "--verbose" in sys.argv or os.environ.get("ALGEBRANETS_VERBOSE") == "1"
+
+
+class DeferredFileHandler(LogFileHandler):
   """A log file written only once ready() is true (see `add_file`); until then the records are
   held in memory, and dropped if the command ends before."""
 

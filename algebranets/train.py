@@ -51,10 +51,11 @@ from ml_collections import config_flags
 from algebranets import errors
 from algebranets.training import config_lib
 from algebranets.training import distributed
+from algebranets.training import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 LOG_FILE = "train.log"  # in the workdir: every run's log, and the traceback of any error
-WORKDIR_LOCK = "lock.json"  # the trainer's workdir lock: {"host", "pid", ...} of the holder
+WORKDIR_LOCK = workdir_lib.LOCK_FILE  # the trainer's workdir lock: {"host", "pid", ...}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "experiment config: configs/<experiment>.py:<algebra>[,debug][,key=value]",

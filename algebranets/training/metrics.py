@@ -116,6 +116,8 @@ class Progress:
     if not self.enabled:
       return rates, dt
     shown = {k: v for k, v in metrics.items() if k in ("loss", "bpc", "top1", "lr")}
+    if "sparsity/overall" in metrics:  # a pruned run: the sparsity its weights have now
+      shown["sparsity"] = metrics["sparsity/overall"]
     text = (f"{format_metrics(shown)} | {rates['steps_per_s']:.2f} steps/s "
             f"{rates[f'{self.unit}_per_s']:,.0f} {self.unit}/s")
     if self._bar is not None:

@@ -4,20 +4,28 @@ The config (configs/*.py, see `config_lib`) enters here and nowhere else. A run:
 
   1. builds the dataset (`data.build(config.data.name, **config.data)`) and resolves what
      depends on it -- classes or vocabulary, matched widths, steps from epochs, the best-metric
-     name -- into a copy of the config, which is logged and saved as workdir/config.json;
-  2. builds the task, the optimiser and the jitted steps on a mesh of every device;
-  3. restores the latest checkpoint in workdir/checkpoints, or initialises from config.seed;
-  4. trains from that step on: batch s is a function of s (and the seed), so a resumed run
-     continues exactly where the uninterrupted one would be;
-  5. logs metrics every `log_every` steps (and first checks that every loss since the last
-     check is finite: a non-finite loss stops the run with its step number, before anything
-     is saved, so the last checkpoint is the last good state); evaluates every `eval_every`
-     steps and at the end; saves every `checkpoint_every` steps, after every eval (with its
-     metrics, for keep-best), at the end, and on SIGTERM/SIGINT, after which it returns
-     normally (preemption is not an error).
+     name -- into a copy of the config, saved as workdir/config.json;
+  2. takes the workdir's lock (a second run on it is refused, naming the holder) and refuses a
+     config of another model than the workdir holds (algebra, model, task, shapes), before
+     anything is written; other changes (steps, learning rate, eval batch, cadences) are
+     applied and logged (`workdir`);
+  3. builds the task, the optimiser and the jitted steps on a mesh of every device, and checks
+     the train and eval batch sizes on it (before any step);
+  4. restores the newest readable checkpoint in workdir/checkpoints (a damaged one is moved
+     aside to checkpoints.damaged/ with a warning), or initialises from config.seed;
+  5. trains from that step on: batch s is a function of s (and the seed), so a resumed run
+     continues exactly where the uninterrupted one would be; a run that has reached
+     train.num_steps says it is finished;
+  6. logs metrics every `log_every` steps (first checking that every loss and gradient norm
+     since the last check is finite: a non-finite one stops the run with its step number and
+     the last good checkpoint); evaluates every `eval_every` steps and at the end; saves every
+     `checkpoint_every` steps, after every eval (with its metrics, for keep-best), at the end
+     (before the final eval), and on SIGTERM/SIGINT, after which it returns normally
+     (preemption is not an error). Only good states are saved: finite, and -- for periodic
+     checkpoints, which are held until the next step -- with a finite loss at the next step.
 
 Workdir: config.json, model.json (sizes), metrics.jsonl, tensorboard/, checkpoints/,
-eval_<step>.json (from `evaluate`).
+eval_<step>.json (from `evaluate`), lock.json (while a run holds it), train.log (the CLI).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import math
 import pathlib
 import signal
 import threading
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +44,7 @@ import ml_collections
 import numpy as np
 
 from algebranets import algebras
+from algebranets import errors
 from algebranets import data as data_lib
 from algebranets import sparsity
 from algebranets.training import checkpoint as checkpoint_lib
@@ -45,6 +54,7 @@ from algebranets.training import metrics as metrics_lib
 from algebranets.training import optim
 from algebranets.training import step as step_lib
 from algebranets.training import tasks as tasks_lib
+from algebranets.training import workdir as workdir_lib
 
 log = logging.getLogger("algebranets")
 
@@ -142,11 +152,28 @@ class _Run:
     self.eval_step = step_lib.make_eval_step(self.task, mesh, self.compute_dtype)
 
   def restore_or_init(self, step: Optional[int] = None):
-    latest = self.checkpointer.latest_step() if step is None else step
-    if latest is None:
+    """(state, restored): checkpoint `step`, else the newest readable one (a damaged one is
+    moved aside: Checkpointer.restore_latest), else a new state from config.seed."""
+    if step is not None:
+      self._check_carry_rows(step)
+      return self.checkpointer.restore(self.abstract_state, step), True
+    latest = self.checkpointer.latest_step()
+    if latest is not None:
+      self._check_carry_rows(latest)
+    found, state = self.checkpointer.restore_latest(self.abstract_state)
+    if found is None:
       return self.init_state(jax.random.PRNGKey(self.config.seed)), False
-    self._check_carry_rows(latest)
-    return self.checkpointer.restore(self.abstract_state, latest), True
+    return state, True
+
+  def check_eval_batches(self) -> None:
+    """Raises now what evaluate_split would raise for eval.batch_size on any eval split (its
+    layout on this mesh, the eval step's shapes), so that no training is spent before it."""
+    layout = distributed.batch_layout(self.config.eval.batch_size, self.mesh,
+                                      what="eval.batch_size")
+    carry = jax.eval_shape(lambda: self.task.init_carry(layout.padded_size, False))
+    batch = self.task.batch_spec(layout.padded_size, train=False)
+    jax.eval_shape(self.eval_step, self.abstract_state.params, self.abstract_state.model_state,
+                   carry, batch)
 
   def checkpoint_meta(self) -> Dict[str, Any]:
     """What a checkpoint records besides the state: the experiment and the batch layout."""
@@ -165,7 +192,10 @@ class _Run:
     """
     if not jax.tree.leaves(self.abstract_state.carry):
       return
-    saved = self.checkpointer.read_meta(step).get("batch_layout")
+    try:
+      saved = self.checkpointer.read_meta(step).get("batch_layout")
+    except Exception:  # pylint: disable=broad-except
+      return  # unreadable: restoring it will say so (or fall back from a damaged one)
     if not saved or saved["padded_size"] == self.layout.padded_size:
       return
     raise ValueError(
@@ -319,6 +349,63 @@ class StopSignal:
 
 
 # ----------------------------------------------------------------------------- training
+def is_due(step: int, every: int) -> bool:
+  """Whether an action repeated every `every` steps (0: never) falls on `step`."""
+  return every > 0 and step % every == 0
+
+
+class _Throughput:
+  """Training time and steps between logs, without the first interval (it compiles) and
+  without evals and saves (the clock restarts after them)."""
+
+  def __init__(self):
+    self.steps, self.seconds, self.intervals = 0, 0.0, 0
+
+  def add(self, steps: int, seconds: float) -> None:
+    self.intervals += 1
+    if self.intervals > 1:
+      self.steps += steps
+      self.seconds += seconds
+
+  def rates(self, units_per_step: int, unit: str, fallback: Dict[str, float]
+            ) -> Dict[str, float]:
+    keys = ("steps_per_s", f"{unit}_per_s")
+    if self.seconds <= 0:
+      return {k: fallback.get(k, float("nan")) for k in keys}
+    return dict(zip(keys, (self.steps / self.seconds,
+                           self.steps * units_per_step / self.seconds)))
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def _run_command() -> str:
+  import sys  # pylint: disable=g-import-not-at-top
+  return " ".join(sys.argv)
+
+
+def _prepare(config, workdir, mesh, *, evaluating: bool):
+  """(run, lock, applied): the run of `config` in `workdir`, after taking the workdir's lock
+  and refusing a config of another model (workdir.check_compatible; nothing is written then).
+  `applied`: the config changes from the workdir's config.json that this run applies."""
+  dataset = build_dataset(config)
+  config = resolve_config(config, dataset)
+  lock = workdir_lib.lock_all_processes(workdir, _run_command())
+  try:
+    applied = workdir_lib.check_compatible(workdir, config)
+    if evaluating:  # evaluation changes nothing of the training run: its config stays
+      applied = []
+    run = _Run(config, workdir, mesh, dataset)
+    return run, lock, applied
+  except BaseException:
+    lock.release()
+    raise
+
+
 def train_and_evaluate(config, workdir, *, mesh=None, evaluate_during_training: bool = True
                        ) -> Dict[str, Any]:
   """Trains (resuming from workdir's latest checkpoint if any) and evaluates.
@@ -333,38 +420,78 @@ def train_and_evaluate(config, workdir, *, mesh=None, evaluate_during_training: 
     {"step", "train": last logged training metrics, "eval": {split: metrics} of the last eval,
      "throughput": {"steps_per_s", "<unit>_per_s"} without compilation, evals and saves,
      "preempted": stopped by a signal, "model": sizes, "config": the resolved config}.
+
+  Raises:
+    WorkdirError: another run holds the workdir, or it holds another model (nothing written).
+    NonFiniteLossError: the loss, gradients or state became non-finite (the message names the
+      step and the last good checkpoint).
   """
   mesh = mesh or distributed.make_mesh()
-  dataset = build_dataset(config)
-  config = resolve_config(config, dataset)
-  run = _Run(config, workdir, mesh, dataset)
-  ckpt = run.checkpointer
+  run, lock, applied = _prepare(config, workdir, mesh, evaluating=False)
+  config, dataset, ckpt = run.config, run.dataset, run.checkpointer
   try:
+    if evaluate_during_training:
+      run.check_eval_batches()  # a bad eval batch size fails now, not after the training
     state, resumed = run.restore_or_init()
     start = int(distributed.to_host(state.step))
     run.save_config()
     model = _model_summary(run, state)
     if run.is_main:
-      log.info("dataset: %s", dataset.description)
-      log.info("resolved config:\n%s", config)
-      log.info("model: %s", json.dumps(model))
-      (run.workdir / "model.json").write_text(json.dumps(model, indent=2))
-      log.info("%s at step %d of %d on %d device(s), %d process(es); batch: %s",
-               "resuming" if resumed else "starting", start, run.num_steps,
-               mesh.devices.size, jax.process_count(), run.layout.describe())
-      layout = run.layout
-      if layout.pad_rows:
-        unit = layout.devices * layout.microbatches
-        log.warning("train.batch_size=%d is padded with %d zero-weight rows per step (the "
-                    "loss is the real rows'); train.batch_size=%s would need no padding",
-                    layout.batch_size, layout.pad_rows,
-                    distributed.multiples_around(layout.batch_size, unit))
+      _log_start(run, dataset, model, start, resumed, applied)
+    if start >= run.num_steps:
+      if run.is_main:
+        log.info("finished: step %d of %d (a longer run: --config.train.num_steps=N)", start,
+                 run.num_steps)
+      return {"step": start, "train": {}, "eval": {}, "throughput": {}, "preempted": False,
+              "model": model, "config": config}
     return _train_loop(run, state, start, model, evaluate_during_training)
   finally:
-    ckpt.close()
+    try:
+      ckpt.close()
+    finally:
+      lock.release()
+
+
+def _log_start(run: "_Run", dataset, model, start: int, resumed: bool, applied) -> None:
+  config = run.config
+  log.info("dataset: %s", dataset.description)
+  log.info("config: %s (resolved, in full) -- %s, %s, batch %d, %d steps, %s lr %g",
+           run.workdir / "config.json", config.experiment, config.algebra,
+           run.batch_size, run.num_steps, config.optimizer.name, config.optimizer.lr)
+  if applied:
+    log.info("config changes applied to this workdir's run: %s", "; ".join(applied))
+  log.info("model: %s", json.dumps(model))
+  (run.workdir / "model.json").write_text(json.dumps(model, indent=2))
+  if start >= run.num_steps:
+    return  # finished: train_and_evaluate says so
+  log.info("%s at step %d of %d on %d device(s), %d process(es); batch: %s",
+           "resuming" if resumed else "starting", start, run.num_steps,
+           run.mesh.devices.size, jax.process_count(), run.layout.describe())
+  layout = run.layout
+  if layout.pad_rows:
+    unit = layout.devices * layout.microbatches
+    log.warning("train.batch_size=%d is padded with %d zero-weight rows per step (the "
+                "loss is the real rows'); train.batch_size=%s would need no padding",
+                layout.batch_size, layout.pad_rows,
+                distributed.multiples_around(layout.batch_size, unit))
+
+
+class _Held(NamedTuple):
+  """A state due for a checkpoint, kept (a copy) until the next step's loss shows it good."""
+  step: int
+  state: Any
+  metrics: Optional[Dict[str, float]]
 
 
 def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: bool):
+  """Steps `start`..num_steps; per step, in order: train, log, evaluate, save, stop.
+
+  A checkpoint is written only of a state known to be good: finite, and with a finite loss and
+  gradient norm at the step after it (which computes them from that state's parameters). So a
+  periodic checkpoint of step s is a copy held on the device until step s + 1 is checked, then
+  saved; the final and the preemption checkpoints, which have no next step, are saved at once
+  if every parameter and optimiser entry is finite.
+  """
   config, task, ckpt = run.config, run.task, run.checkpointer
   tc = config.train
   writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_main, resume_step=start)
@@ -374,39 +501,13 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
       run.batch_size, process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start, seed=config.seed)
   units_per_step = task.units(task.batch_spec(run.batch_size, train=True))
+  evals = evaluate_during_training and bool(config.eval.splits)
   pending = []  # (step, device metrics) not yet checked and logged
   last_train: Dict[str, float] = {}
   last_eval: Dict[str, Dict[str, float]] = {}
-  timed = {"steps": 0, "seconds": 0.0, "intervals": 0}
+  throughput = _Throughput()
+  held: Optional[_Held] = None
   preempted = False
-
-  def flush(step):
-    """Fetches the pending metrics, stops on a non-finite one, logs their mean."""
-    nonlocal last_train
-    if not pending:
-      return
-    host = [(s, distributed.tree_to_host(m)) for s, m in pending]
-    pending.clear()
-    for s, m in host:
-      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
-        ckpt.wait()  # let the saves in flight land, so the message names the true latest
-        latest = ckpt.latest_step()
-        what = "loss" if not np.isfinite(m["loss"]) else "gradient norm"
-        raise NonFiniteLossError(
-            f"non-finite training {what} (loss {float(m['loss'])}, gradient norm "
-            f"{float(m['grad_norm'])}) at step {s} (the step that took the state from {s - 1} "
-            f"to {s}); stopping. The last good checkpoint is "
-            f"{'step ' + str(latest) if latest is not None else 'none'} in {ckpt.directory}.")
-    mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
-    mean["lr"] = float(host[-1][1]["lr"])
-    rates, seconds = progress.update(step, units_per_step, mean)
-    timed["intervals"] += 1
-    if timed["intervals"] > 1:  # the first interval includes compilation
-      timed["steps"] += len(host)
-      timed["seconds"] += seconds
-    last_train = dict(mean, **rates)
-    writer.write(step, "train", last_train)
-
   try:
     with StopSignal() as stop:
       for step in range(start, run.num_steps):
@@ -416,25 +517,42 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
         last = s == run.num_steps
         # Hosts agree on stopping at log steps (which wait for the device anyway); a single
         # process checks its flag every step.
-        check = jax.process_count() == 1 or s % tc.log_every == 0
+        check = jax.process_count() == 1 or is_due(s, tc.log_every)
         preempted = (check and stop.requested()) or s == tc.preempt_at_step
-        if s % tc.log_every == 0 or last or preempted:
-          flush(s)
-        eval_now = evaluate_during_training and bool(config.eval.splits) and (
-            last or (tc.eval_every and s % tc.eval_every == 0))
+        eval_now = evals and (last or is_due(s, tc.eval_every))
+        save_now = eval_now or last or preempted or is_due(s, tc.checkpoint_every)
+
+        # Log: every log_every steps, and before whatever needs the losses checked.
+        if is_due(s, tc.log_every) or last or preempted or save_now or held is not None:
+          last_train = _check_and_log(run, pending, s, progress, throughput, writer,
+                                      units_per_step, start)
+          pending = []
+        if held is not None:  # step s computed its loss from the held state: it is good
+          _save(run, held.step, held.state, held.metrics)
+          held = None
+
+        # Evaluate (the final state is saved first: a failing eval loses no training).
         if eval_now:
-          flush(s)
+          if last:
+            _save(run, s, state, None)
           last_eval = {split: run.evaluate_split(state, split) for split in config.eval.splits}
           for split, values in last_eval.items():
             writer.write(s, split, values)
             progress.message(f"step {s} {split}: {metrics_lib.format_metrics(values)}")
-        if eval_now or last or preempted or s % tc.checkpoint_every == 0:
-          flush(s)  # never save a state before its losses are known to be finite
-          ckpt.save(s, state, metrics=_flat(last_eval) if eval_now else None,
-                    meta=run.checkpoint_meta())
-        if eval_now or s % tc.checkpoint_every == 0:
+          if last and run.is_main and s in ckpt.all_steps():
+            ckpt.add_metrics(s, _flat(last_eval))
+
+        # Save.
+        if last or preempted:
+          _save(run, s, state, _flat(last_eval) if eval_now else None)
+        elif save_now:
+          held = _Held(s, jax.tree.map(lambda x: x.copy(), state),
+                       _flat(last_eval) if eval_now else None)
+        if eval_now or is_due(s, tc.checkpoint_every):
           writer.flush()
           progress.reset_clock(s)  # evals and saves are not training time
+
+        # Stop.
         if preempted and not last:
           progress.message(f"stopped at step {s} by a signal; checkpoint saved in "
                            f"{ckpt.directory}")
@@ -443,20 +561,68 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
     ckpt.wait()
     writer.close()
     progress.close()
-  rate_key = f"{task.unit}_per_s"
-  if timed["seconds"] > 0:
-    throughput = {"steps_per_s": timed["steps"] / timed["seconds"],
-                  rate_key: timed["steps"] * units_per_step / timed["seconds"]}
-  else:
-    throughput = {k: last_train.get(k, float("nan")) for k in ("steps_per_s", rate_key)}
   final = int(distributed.to_host(state.step))
   if run.pruner is not None:
     model = _sparse_summary(run, state, model)
     if run.is_main:
       (run.workdir / "model.json").write_text(json.dumps(model, indent=2))
-  return {"step": final, "train": last_train, "eval": last_eval, "throughput": throughput,
+  return {"step": final, "train": last_train, "eval": last_eval,
+          "throughput": throughput.rates(units_per_step, task.unit, last_train),
           "preempted": bool(preempted and final < run.num_steps), "model": model,
           "config": config}
+
+
+def _check_and_log(run: _Run, pending, step: int, progress, throughput: _Throughput, writer,
+                   units_per_step: int, start: int) -> Dict[str, float]:
+  """Fetches the pending metrics, stops on a non-finite one, logs and returns their mean."""
+  host = [(s, distributed.tree_to_host(m)) for s, m in pending]
+  for s, m in host:
+    if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+      what = "loss" if not np.isfinite(m["loss"]) else "gradient norm"
+      raise _non_finite(run, s, start,
+                        f"non-finite training {what} (loss {float(m['loss'])}, gradient norm "
+                        f"{float(m['grad_norm'])}) at step {s} (computed from the state after "
+                        f"step {s - 1})")
+  mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+  mean["lr"] = float(host[-1][1]["lr"])
+  rates, seconds = progress.update(step, units_per_step, mean)
+  throughput.add(len(host), seconds)
+  out = dict(mean, **rates)
+  writer.write(step, "train", out)
+  return out
+
+
+def _non_finite(run: _Run, bad: int, start: int, what: str) -> "NonFiniteLossError":
+  """The error for a non-finite loss at step `bad`: it names the newest good checkpoint.
+
+  The state after step bad - 1 gave it, so a checkpoint of that step is not good: this run
+  never writes one (see _train_loop), but it may be the one the run resumed from (saved at a
+  preemption or at the end of a shorter run); it is moved aside, so a rerun starts from a good
+  one.
+  """
+  ckpt = run.checkpointer
+  ckpt.wait()  # let the saves in flight land, so the message names the true latest
+  if bad - 1 == start and start in ckpt.all_steps() and run.is_main:
+    aside = ckpt.move_aside(start)
+    what += (f"; checkpoint {start}, which this run resumed from, gives it, so it was moved to "
+             f"{aside}")
+  good = [s for s in ckpt.all_steps() if s <= bad - 2]
+  latest = max(good) if good else None
+  return NonFiniteLossError(
+      f"{what}; stopping. The last good checkpoint is "
+      f"{'step ' + str(latest) if latest is not None else 'none'} in {ckpt.directory}"
+      + ("; a rerun resumes from it (lower optimizer.lr or add optimizer.grad_clip_norm)"
+         if latest is not None else "; a rerun starts afresh (lower optimizer.lr or add "
+         "optimizer.grad_clip_norm)"))
+
+
+def _save(run: _Run, step: int, state, metrics: Optional[Dict[str, float]]) -> None:
+  """Saves `state` as checkpoint `step` if every parameter and optimiser entry is finite."""
+  if not bool(distributed.to_host(_all_finite((state.params, state.opt_state,
+                                               state.model_state)))):
+    raise _non_finite(run, step + 1, -1,
+                      f"non-finite parameters or optimiser state after step {step} (not saved)")
+  run.checkpointer.save(step, state, metrics=metrics, meta=run.checkpoint_meta())
 
 
 def restore_state(config, workdir, *, step: Optional[int] = None, mesh=None):
@@ -470,16 +636,19 @@ def restore_state(config, workdir, *, step: Optional[int] = None, mesh=None):
 
 def restore_run(config, workdir, *, step: Optional[int] = None, mesh=None):
   """(state, run): `restore_state` and what the run builds from its config (its `task`,
-  `pruner`, resolved `config`), e.g. to export a pruned model (sparsity.export_run)."""
+  `pruner`, resolved `config`), e.g. to export a pruned model (sparse_export.export_run).
+
+  Read-only: takes no lock and writes nothing (a checkpoint of other shapes is refused)."""
   mesh = mesh or distributed.make_mesh()
   dataset = build_dataset(config)
   run = _Run(resolve_config(config, dataset), workdir, mesh, dataset)
   try:
     step = run.checkpointer.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}")
-    state, _ = run.restore_or_init(step)
-    return state, run
+      raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}; train first, "
+                              "with this --workdir")
+    run._check_carry_rows(step)  # pylint: disable=protected-access
+    return run.checkpointer.restore(run.abstract_state, step), run
   finally:
     run.checkpointer.close()
 
@@ -493,22 +662,24 @@ def evaluate(config, workdir, *, mesh=None, splits: Optional[Sequence[str]] = No
   checkpoint's best metric). Results go to the log, metrics.jsonl and workdir/eval_<step>.json.
   """
   mesh = mesh or distributed.make_mesh()
-  dataset = build_dataset(config)
-  config = resolve_config(config, dataset)
-  run = _Run(config, workdir, mesh, dataset)
+  run, lock, _ = _prepare(config, workdir, mesh, evaluating=True)
+  config, dataset = run.config, run.dataset
   try:
     ckpt = run.checkpointer
-    if step is None:
-      step = ckpt.best_step() if config.eval.checkpoint == "best" else ckpt.latest_step()
+    if step is None and config.eval.checkpoint == "best":
+      step = ckpt.best_step()
+    if step is None and config.eval.checkpoint == "latest":
+      step, state = ckpt.restore_latest(run.abstract_state)
+    elif step is not None:
+      state, _ = run.restore_or_init(step)
     if step is None:
       raise FileNotFoundError(
           f"no {config.eval.checkpoint} checkpoint in {ckpt.directory} to evaluate; train first "
           "(--mode=train or train_and_eval with this --workdir)")
-    state, _ = run.restore_or_init(step)
     splits = tuple(splits or dataset.eval_splits)
     if run.is_main:
-      log.info("evaluating step %d of %s on %s; resolved config:\n%s", step, ckpt.directory,
-               list(splits), config)
+      log.info("evaluating step %d of %s on %s (%s, %s)", step, ckpt.directory, list(splits),
+               config.experiment, config.algebra)
     results = {}
     for split in splits:
       results[split] = run.evaluate_split(state, split)
@@ -524,4 +695,7 @@ def evaluate(config, workdir, *, mesh=None, splits: Optional[Sequence[str]] = No
                      indent=2))
     return results
   finally:
-    run.checkpointer.close()
+    try:
+      run.checkpointer.close()
+    finally:
+      lock.release()
