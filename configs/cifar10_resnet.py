@@ -38,6 +38,7 @@ debug: ResNet-20 at width 1/4, 4 steps of 8 images (under a minute on two CPU co
 compiling).
 """
 
+from algebranets import common
 from algebranets.data import images
 from algebranets.training import config_lib
 
@@ -48,24 +49,18 @@ SMALL_TRAIN_EXAMPLES = 10_000
 SMALL_EVAL_EXAMPLES = 2_000
 
 
-def _choice(value, choices, what):
-  if value not in choices:
-    raise ValueError(f"unknown {what} {value!r}; choices: {list(choices)}")
-  return value
-
-
 def get_config(arg=None):
   args = config_lib.parse_arg(
       arg, keys=dict(config_lib.IMAGE_KEYS, depth=int, preset=str, steps=int,
                      train_examples=int, eval_examples=int, bn=str, init=str),
       defaults={"depth": 20, "preset": "full", "bn": "component"})
-  small = _choice(args["preset"], PRESETS, "preset") == "small"
+  small = common.check_choice(args["preset"], PRESETS, "preset") == "small"
   data, eval_splits = config_lib.image_data(
       args, tfds_name="cifar10", tfds_eval_split="test", image_size=32, recipe="cifar",
       mean=images.CIFAR10_MEAN, std=images.CIFAR10_STD)
   model = dict(name=f"cifar_resnet{args['depth']}", width=args.get("width", 0.5 if small else 1.0),
                shortcut="pad", padding="same" if small else "symmetric")
-  if _choice(args["bn"], BATCH_NORMS, "bn") == "whitening":
+  if common.check_choice(args["bn"], BATCH_NORMS, "bn") == "whitening":
     model["bn_config"] = {"whitening": True}
   if "init" in args:
     model["w_init"] = args["init"]

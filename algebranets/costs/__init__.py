@@ -92,12 +92,13 @@ import jax
 import numpy as np
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import nn as ann
 
 __all__ = [
     "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params", "structure_params",
     "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
-    "block_costs", "jaxpr_macs", "markdown",
+    "block_costs", "jaxpr_macs",
 ]
 
 AlgebraLike = Union[str, algebras.Algebra]
@@ -554,23 +555,6 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
 
 
 # ------------------------------------------------------------------- tables
-def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A markdown table of `rows` under `header`; columns of numbers are right-aligned."""
-  cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-  # Right-align the columns that hold only numbers (blank cells allowed).
-  numeric = [len(cells) > 1 and all(r[i].replace(",", "").isdigit() for r in cells[1:] if r[i])
-             for i in range(len(header))]
-
-  def line(r):
-    return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                             for c, w, num in zip(r, widths, numeric)) + " |"
-
-  rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                        for w, num in zip(widths, numeric)) + "|"
-  return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
-
-
 def _shape(s) -> str:
   return "[" + ",".join(str(d) for d in s) + "]"
 
@@ -589,7 +573,7 @@ def format_table(report: ModelCost) -> str:
                  f"{report.other_macs:,}", f"{report.other_macs:,}"])
   rows.append(["total", "", "", "", "", f"{report.total_params:,}", f"{report.all_macs:,}",
                f"{report.all_fast_macs:,}"])
-  table = markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
+  table = common.markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
                      "fast MACs"], rows)
   check = "ok" if report.params_consistent else "MISMATCH"
   return (f"{table}\n\nparameter check (weight layers {report.layer_params:,} + other "

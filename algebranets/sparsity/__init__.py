@@ -80,7 +80,7 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +88,7 @@ import numpy as np
 import optax
 
 from algebranets import algebras
+from algebranets import common
 
 KINDS = ("element", "unstructured", "block")
 BLOCKS = ("1xd", "dx1", "nxn")
@@ -96,7 +97,7 @@ SCOPES = ("layer", "global", "erk")
 
 # Unit scores: name -> reduction over the given axes of a unit's components. Only the order
 # matters, so l2 is the sum of squares (no square root).
-NORMS: Dict[str, Callable[..., jax.Array]] = {
+NORMS: dict[str, Callable[..., jax.Array]] = {
     "l2": lambda x, axis: jnp.sum(jnp.square(x), axis=axis),
     "l1": lambda x, axis: jnp.sum(jnp.abs(x), axis=axis),
     "linf": lambda x, axis: jnp.max(jnp.abs(x), axis=axis),
@@ -123,7 +124,7 @@ class Spec:
   """A resolved `config.sparsity` block (see `spec_from_config`)."""
   target: float
   kind: str = "element"
-  block: Tuple[int, int] = (1, 1)     # (bh, bw) of kind "block"; (1, 1) otherwise
+  block: tuple[int, int] = (1, 1)     # (bh, bw) of kind "block"; (1, 1) otherwise
   schedule: str = "gradual"
   initial: float = 0.0
   begin_step: int = 0
@@ -133,10 +134,10 @@ class Spec:
   norm: str = "l2"
   include: str = DEFAULT_INCLUDE
   exclude: str = DEFAULT_EXCLUDE
-  nm: Tuple[int, int] = (0, 0)        # (N, M) of N:M element sparsity; (0, 0): off
+  nm: tuple[int, int] = (0, 0)        # (N, M) of N:M element sparsity; (0, 0): off
 
 
-def parse_nm(text: str) -> Tuple[int, int]:
+def parse_nm(text: str) -> tuple[int, int]:
   """(N, M) of "N:M" (0 < N < M); (0, 0) for ""."""
   text = (text or "").strip()
   if not text:
@@ -148,15 +149,9 @@ def parse_nm(text: str) -> Tuple[int, int]:
   return int(n), int(m)
 
 
-def _choice(value, choices, what: str) -> str:
-  if value not in choices:
-    raise ValueError(f"unknown {what} {value!r}; choices: {list(choices)}")
-  return value
-
-
-def block_shape(block: str, block_algebra: str) -> Tuple[int, int]:
+def block_shape(block: str, block_algebra: str) -> tuple[int, int]:
   """(bh, bw) of a block kind: 1xd, dx1 or nxn with d = dim of `block_algebra`."""
-  _choice(block, BLOCKS, "sparsity.block")
+  common.check_choice(block, BLOCKS, "sparsity.block")
   d = algebras.get(block_algebra).dim  # ValueError naming the algebras
   if block == "1xd":
     return 1, d
@@ -170,7 +165,7 @@ def block_shape(block: str, block_algebra: str) -> Tuple[int, int]:
   return n, n
 
 
-def resolve_steps(cfg, num_steps: int) -> Tuple[int, int]:
+def resolve_steps(cfg, num_steps: int) -> tuple[int, int]:
   """(begin, end) steps: begin_step / end_step when > 0, else the fractions of num_steps."""
   begin = int(cfg.get("begin_step", 0)) or int(round(float(cfg.begin_fraction) * num_steps))
   end = int(cfg.get("end_step", 0)) or int(round(float(cfg.end_fraction) * num_steps))
@@ -191,9 +186,9 @@ def spec_from_config(cfg, num_steps: int, algebra: str = "r") -> Optional[Spec]:
   target = float(cfg.target)
   if not 0.0 <= target < 1.0:
     raise ValueError(f"sparsity.target must be in [0, 1), got {target}")
-  kind = _choice(cfg.kind, KINDS, "sparsity.kind")
-  schedule = _choice(cfg.schedule, SCHEDULES, "sparsity.schedule")
-  scope = _choice(cfg.scope, SCOPES, "sparsity.scope")
+  kind = common.check_choice(cfg.kind, KINDS, "sparsity.kind")
+  schedule = common.check_choice(cfg.schedule, SCHEDULES, "sparsity.schedule")
+  scope = common.check_choice(cfg.scope, SCOPES, "sparsity.scope")
   nm = parse_nm(cfg.get("nm", ""))
   if nm != (0, 0):
     implied = 1.0 - nm[0] / nm[1]
@@ -205,12 +200,12 @@ def spec_from_config(cfg, num_steps: int, algebra: str = "r") -> Optional[Spec]:
       raise ValueError(f"sparsity.nm needs sparsity.kind 'element' and scope 'layer' (groups "
                        f"of M elements along Cin); got kind {kind!r}, scope {scope!r}")
     target = implied
-  norm = _choice(cfg.norm, tuple(NORMS), "sparsity.norm")
+  norm = common.check_choice(cfg.norm, tuple(NORMS), "sparsity.norm")
   block = (1, 1)
   if kind == "block":
     block = block_shape(cfg.block, cfg.block_algebra)
   else:
-    _choice(cfg.block, BLOCKS, "sparsity.block")
+    common.check_choice(cfg.block, BLOCKS, "sparsity.block")
   if target == 0.0:
     return None
   if kind == "block" and algebras.get(algebra).dim != 1:
@@ -263,22 +258,6 @@ def is_update_step(spec: Spec, step) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- names
-def _key_name(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _named_leaves(tree) -> Dict[str, Tuple[tuple, Any]]:
-  """{"module/.../name": (keys, leaf)} of a nested-dict pytree, in tree order."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    keys = tuple(_key_name(k) for k in path)
-    out["/".join(keys)] = (keys, leaf)
-  return out
-
-
 def _nest(items: Mapping[tuple, Any]) -> dict:
   """A nested dict from {keys tuple: value}."""
   out: dict = {}
@@ -290,18 +269,15 @@ def _nest(items: Mapping[tuple, Any]) -> dict:
   return out
 
 
-def flat_masks(masks) -> Dict[str, jax.Array]:
+def flat_masks(masks) -> dict[str, jax.Array]:
   """{"module/name": mask} of a nested mask dict."""
-  return {name: leaf for name, (_, leaf) in _named_leaves(masks).items()}
+  return {name: leaf for name, (_, leaf) in common.named_leaves(masks).items()}
 
 
 def select(params, include: str = DEFAULT_INCLUDE, exclude: str = DEFAULT_EXCLUDE
-           ) -> Tuple[str, ...]:
+           ) -> tuple[str, ...]:
   """Names of the parameters matching `include` and not `exclude` (re.search), in order."""
-  inc = re.compile(include)
-  exc = re.compile(exclude) if exclude else None
-  return tuple(n for n in _named_leaves(params)
-               if inc.search(n) and not (exc and exc.search(n)))
+  return tuple(filter(common.name_filter(include, exclude), common.named_leaves(params)))
 
 
 # ----------------------------------------------------------------------------- units
@@ -363,7 +339,7 @@ def _keep_largest(scores, k):
 
 # ----------------------------------------------------------------------------- allocation
 def erk_sparsities(dims: Mapping[str, Sequence[int]], target: float,
-                   units: Optional[Mapping[str, int]] = None) -> Dict[str, float]:
+                   units: Optional[Mapping[str, int]] = None) -> dict[str, float]:
   """Per-weight sparsities of Erdős-Rényi-Kernel allocation (see the module docstring).
 
   Args:
@@ -411,7 +387,7 @@ def apply_masks(tree, masks):
   flat = flat_masks(masks)
   return jax.tree_util.tree_map_with_path(
       lambda path, x: (jnp.where(flat[n], x, jnp.zeros((), x.dtype))
-                       if (n := "/".join(_key_name(k) for k in path)) in flat else x),
+                       if (n := common.path_name(path)) in flat else x),
       tree)
 
 
@@ -419,7 +395,7 @@ def mask_params_tree(params, masks):
   """A tree like `params`: the mask of each pruned weight, Python True for the others."""
   flat = flat_masks(masks) if masks else {}
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: flat.get("/".join(_key_name(k) for k in path), True), params)
+      lambda path, _: flat.get(common.path_name(path), True), params)
 
 
 class Pruner:
@@ -436,10 +412,10 @@ class Pruner:
     names = select(params, spec.include, spec.exclude)
     if not names:
       raise ValueError(f"sparsity include={spec.include!r} exclude={spec.exclude!r} selects no "
-                       f"parameter; names: {list(_named_leaves(params))[:12]} ...")
-    leaves = _named_leaves(params)
+                       f"parameter; names: {list(common.named_leaves(params))[:12]} ...")
+    leaves = common.named_leaves(params)
     real = re.compile(real_weights) if real_weights else None
-    self.weights: Dict[str, _Weight] = {}
+    self.weights: dict[str, _Weight] = {}
     for name in names:
       keys, leaf = leaves[name]
       shape = tuple(leaf.shape)
@@ -463,7 +439,7 @@ class Pruner:
                            f"sparsity.block of {list(BLOCKS)}")
       self.weights[name] = w
     # ERK: each weight's final sparsity, from its unit grid (never the algebra axis).
-    self.final_sparsity: Dict[str, float] = {n: spec.target for n in self.weights}
+    self.final_sparsity: dict[str, float] = {n: spec.target for n in self.weights}
     if spec.scope == "erk":
       grids = {n: (w.shape[:-1] if w.has_axis else w.shape) for n, w in self.weights.items()}
       if spec.kind == "block":
@@ -500,7 +476,7 @@ class Pruner:
     `masks` (the current ones, or None) only breaks ties: what is pruned goes first.
     """
     spec, old = self.spec, flat_masks(masks) if masks else {}
-    leaves = _named_leaves(params)
+    leaves = common.named_leaves(params)
     scores = {}
     for name, w in self.weights.items():
       v = w.view(leaves[name][1])
@@ -548,10 +524,10 @@ class Pruner:
     return jax.lax.cond(is_update_step(self.spec, step), prune, lambda o: o,
                         (params, masks, opt_state))
 
-  def metrics(self, params, step) -> Dict[str, jax.Array]:
+  def metrics(self, params, step) -> dict[str, jax.Array]:
     """sparsity/overall (zero reals over the pruned weights' reals), sparsity/target (the
     schedule's value) and sparsity/<weight name> (fraction of its units that are all zero)."""
-    spec, leaves = self.spec, _named_leaves(params)
+    spec, leaves = self.spec, common.named_leaves(params)
     out, zeros, total = {}, 0.0, 0
     for name, w in self.weights.items():
       v = w.view(leaves[name][1])
@@ -601,17 +577,17 @@ def zero_pruned_state(tx: optax.GradientTransformation, opt_state, params, masks
 
 
 # ----------------------------------------------------------------------------- reports
-def _units_kept(pruner: Pruner, name: str, mask) -> Tuple[int, int]:
+def _units_kept(pruner: Pruner, name: str, mask) -> tuple[int, int]:
   """(kept units, all units) of a weight's mask."""
   w = pruner.weights[name]
   unit = np.asarray(_unit_mask(np.asarray(w.view(mask)), pruner.spec.kind, pruner.spec.block))
   return int(unit.sum()), int(unit.size)
 
 
-def nonzero_counts(pruner: Pruner, params, masks) -> Dict[str, Dict[str, int]]:
+def nonzero_counts(pruner: Pruner, params, masks) -> dict[str, dict[str, int]]:
   """{weight name: {"params", "nonzero", "units", "kept_units"}} of the pruned weights: real
   components, those of kept units that are not all zero, all units, kept units (host numpy)."""
-  leaves = _named_leaves(params)
+  leaves = common.named_leaves(params)
   flat = flat_masks(masks)
   out = {}
   for name, w in pruner.weights.items():
@@ -626,7 +602,7 @@ def nonzero_counts(pruner: Pruner, params, masks) -> Dict[str, Dict[str, int]]:
   return out
 
 
-def sparse_costs(report, pruner: Pruner, params, masks) -> Dict[str, Any]:
+def sparse_costs(report, pruner: Pruner, params, masks) -> dict[str, Any]:
   """Params and MACs counting only non-zeros, per layer and in total.
 
   Args:
@@ -687,12 +663,7 @@ def format_costs(costs: Mapping[str, Any]) -> str:
                f"{costs['macs']:,}", f"{costs['nonzero_macs']:,}",
                sparsity_of(costs["params"], costs["nonzero_params"])])
   header = ["layer", "params", "nonzero params", "MACs", "nonzero MACs", "sparsity"]
-  widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-  line = lambda r: "| " + " | ".join(
-      c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
-  rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
-                        for i, w in enumerate(widths)) + "|"
-  return "\n".join([line(header), rule] + [line(r) for r in rows])
+  return common.markdown(header, rows, align="lrrrrr")
 
 
 # ----------------------------------------------------------------------------- export
@@ -700,7 +671,7 @@ _SEP = "::"
 _META = "__meta__"
 
 
-def compress(pruner: Pruner, params, masks) -> Dict[str, np.ndarray]:
+def compress(pruner: Pruner, params, masks) -> dict[str, np.ndarray]:
   """The compact model: pruned weights as block-compressed rows, the rest dense.
 
   Each pruned weight W (view [..., A, B, T]) becomes the matrix M [R, C, T] with R the
@@ -719,8 +690,8 @@ def compress(pruner: Pruner, params, masks) -> Dict[str, np.ndarray]:
   """
   spec = pruner.spec
   flat = flat_masks(masks)
-  out: Dict[str, np.ndarray] = {}
-  for name, (_, leaf) in _named_leaves(params).items():
+  out: dict[str, np.ndarray] = {}
+  for name, (_, leaf) in common.named_leaves(params).items():
     leaf = np.asarray(leaf)
     if name not in pruner.weights:
       out[name + _SEP + "dense"] = leaf
@@ -743,7 +714,7 @@ def compress(pruner: Pruner, params, masks) -> Dict[str, np.ndarray]:
     out[name + _SEP + "shape"] = np.asarray(leaf.shape, np.int64)
     out[name + _SEP + "matrix"] = np.asarray([rows, b, t], np.int64)
   out[_META] = np.asarray(json.dumps({
-      "keys": {n: list(k) for n, (k, _) in _named_leaves(params).items()},
+      "keys": {n: list(k) for n, (k, _) in common.named_leaves(params).items()},
       "kind": spec.kind, "block": list(spec.block)}))
   return out
 

@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import costs as costs_lib
 from algebranets import models
 from algebranets.data import text as text_data
@@ -119,12 +120,6 @@ def _model_kwargs(config) -> dict:
   return kwargs
 
 
-def _check_match(match: str, kinds) -> str:
-  if match not in kinds:
-    raise ValueError(f"unknown match {match!r}; choices: {list(kinds)}")
-  return match
-
-
 # ----------------------------------------------------------------------------- classification
 class ClassificationTask:
   """Image classification (see the module docstring)."""
@@ -144,10 +139,8 @@ class ClassificationTask:
 
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
-    if config.model.name not in models.MODELS:
-      raise ValueError(f"unknown image model {config.model.name!r}; models: "
-                       f"{sorted(models.MODELS)}")
-    self.constructor = models.MODELS[config.model.name]
+    self.constructor = models.MODELS[
+        common.check_choice(config.model.name, sorted(models.MODELS), "image model")]
     self.model_kwargs = _model_kwargs(config)
     self.num_classes = int(dataset.num_classes)
     self.image_size = int(dataset.image_size)
@@ -159,7 +152,7 @@ class ClassificationTask:
   def resolve(config, dataset) -> None:
     """Fills in num_classes and (with config.match) the matched width, in place."""
     config.model.num_classes = int(dataset.num_classes)
-    match = _check_match(config.get("match", "none"), MATCH_KINDS)
+    match = common.check_choice(config.get("match", "none"), MATCH_KINDS, "match")
     if match == "none" or algebras.get(config.algebra).dim == 1:
       return
     kwargs = _model_kwargs(config)
@@ -250,10 +243,8 @@ class LanguageModelTask:
 
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
-    if config.model.name not in LM_MODELS:
-      raise ValueError(f"unknown language model {config.model.name!r}; models: "
-                       f"{sorted(LM_MODELS)}")
-    self.constructor = LM_MODELS[config.model.name]
+    self.constructor = LM_MODELS[
+        common.check_choice(config.model.name, sorted(LM_MODELS), "language model")]
     self.model_kwargs = _model_kwargs(config)
     self.seq_len = int(dataset.seq_len)
     self.eval_seq_len = int(dataset.eval_seq_len)
@@ -281,7 +272,7 @@ class LanguageModelTask:
     if isinstance(dataset, text_data.TextDataset):
       dataset.check_batch_size(int(config.train.batch_size))
     config.model.vocab_size = int(dataset.vocab_size)
-    match = _check_match(config.get("match", "none"), LM_MATCH_KINDS)
+    match = common.check_choice(config.get("match", "none"), LM_MATCH_KINDS, "match")
     if match == "none" or algebras.get(config.algebra).dim == 1:
       return
     reference = _model_kwargs(config)
@@ -377,9 +368,8 @@ TASKS: dict[str, type[Task]] = {
 
 
 def get(name: str):
-  if name not in TASKS:
-    raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
-  return TASKS[name]
+  """The task class registered under `name`."""
+  return TASKS[common.check_choice(name, sorted(TASKS), "task")]
 
 
 def build(config, dataset):

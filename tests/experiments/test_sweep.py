@@ -61,7 +61,7 @@ def test_sweeps_reject_duplicate_names_and_undeclared_data():
     sweeps.Sweep("s", "", (sweeps.Run("c.py", "r"), sweeps.Run("c.py", "r,folder=a")), "t/x")
   with pytest.raises(ValueError, match=r"placeholders \['text'\]"):
     sweeps.Sweep("s", "", (sweeps.Run("c.py", "r,path={text}"),), "t/x")
-  with pytest.raises(ValueError, match="unknown sweep 'nope'; sweeps: .*cifar10_small"):
+  with pytest.raises(ValueError, match="Unknown sweep 'nope'; valid: .*cifar10_small"):
     sweeps.get("nope")
 
 
