@@ -211,12 +211,6 @@ def apply_override(config, dotted: str, value) -> None:
   node[keys[-1]] = value
 
 
-def _model_kwargs(config) -> dict[str, Any]:
-  kwargs = config.model.to_dict()
-  kwargs.pop("name")
-  return kwargs
-
-
 def resolve_model(config, info: DatasetInfo) -> None:
   """Fills in the dataset's sizes and the matched width, in place, as the trainer's task does.
 
@@ -232,11 +226,11 @@ def resolve_model(config, info: DatasetInfo) -> None:
     common.check_choice(match, tasks_lib.MATCH_KINDS, "match")
     if match == "none" or plain:
       return
-    kwargs = _model_kwargs(config)
+    kwargs = config.model.to_dict()
     width = kwargs.pop("width", 1.0)
     kwargs.pop("num_classes")
     result = analytic_costs.match_image_model(
-        config.model.name, config.algebra, match=match, reference_width=width,
+        config.model_name, config.algebra, match=match, reference_width=width,
         image_size=int(info.image_size), num_classes=int(info.num_classes),
         tolerance=float(config.get("match_tolerance", 0.02)), **kwargs)
     config.model.width = float(result.width)
@@ -245,7 +239,7 @@ def resolve_model(config, info: DatasetInfo) -> None:
     common.check_choice(match, tasks_lib.LM_MATCH_KINDS, "match")
     if match == "none" or plain:
       return
-    matched = analytic_costs.matched_config(_model_kwargs(config), config.algebra, match,
+    matched = analytic_costs.matched_config(config.model.to_dict(), config.algebra, match,
                                             seq_len=int(info.seq_len))
     for key in ("d_model", "d_inner", "d_head", "d_embed"):
       if key in matched and matched[key] is not None:
@@ -285,7 +279,8 @@ class ConfigCost:
 
   def to_dict(self) -> dict[str, Any]:
     return dict(algebra=self.config.algebra, match=self.config.get("match", "none"),
-                size=self.size, **self.per_unit(), model=self.config.model.to_dict(),
+                size=self.size, **self.per_unit(), model_name=self.config.model_name,
+                model=self.config.model.to_dict(),
                 data=self.info.description, traced=self.traced)
 
 
@@ -295,11 +290,11 @@ def config_costs(config, *, info: Optional[DatasetInfo] = None,
   config = ml_collections.ConfigDict(config.to_dict())
   info = info or dataset_info(config, load_data)
   resolve_model(config, info)
-  kwargs = _model_kwargs(config)
+  kwargs = config.model.to_dict()
   if config.task.name == "classification":
     unit = "example"
     kwargs.pop("num_classes")
-    sizes = analytic_costs.image_model(config.model.name, algebra=config.algebra,
+    sizes = analytic_costs.image_model(config.model_name, algebra=config.algebra,
                                        num_classes=int(info.num_classes),
                                        image_size=int(info.image_size), **kwargs)
     size = f"width {float(config.model.get('width', 1.0)):.4g}"

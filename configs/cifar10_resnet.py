@@ -58,8 +58,8 @@ def get_config(arg=None):
   data, eval_splits = config_lib.image_data(
       args, tfds_name="cifar10", tfds_eval_split="test", image_size=32, recipe="cifar",
       mean=images.CIFAR10_MEAN, std=images.CIFAR10_STD)
-  model = dict(name=f"cifar_resnet{args['depth']}", width=args.get("width", 0.5 if small else 1.0),
-               shortcut="pad", padding="same" if small else "symmetric")
+  model = dict(width=args.get("width", 0.5 if small else 1.0), shortcut="pad",
+               padding="same" if small else "symmetric")
   if common.check_choice(args["bn"], BATCH_NORMS, "bn") == "whitening":
     model["bn_config"] = {"whitening": True}
   if "init" in args:
@@ -71,7 +71,8 @@ def get_config(arg=None):
     raise ValueError("train_examples and eval_examples need folder=PATH (an image folder)")
   c = config_lib.base_config(
       experiment="cifar10_resnet", args=args,
-      task=dict(name="classification", label_smoothing=0.0), model=model, data=data)
+      task=dict(name="classification", label_smoothing=0.0),
+      model_name=f"cifar_resnet{args['depth']}", model=model, data=data)
   c.train.update(batch_size=128, num_steps=args.get("steps", 64_000), log_every=100,
                  eval_every=2_000, checkpoint_every=2_000)
   c.eval.update(batch_size=1000, splits=eval_splits)
@@ -86,7 +87,8 @@ def get_config(arg=None):
     c.eval.update(batch_size=500)
     c.optimizer.update(lr=0.05, schedule="cosine", warmup_steps=min(50, steps // 10))
   if args["debug"]:
-    c.model.update(name="cifar_resnet20", width=args.get("width", 0.25))
+    c.model_name = "cifar_resnet20"
+    c.model.update(width=args.get("width", 0.25))
     c.train.update(batch_size=8, num_steps=args.get("steps", 4), log_every=1, eval_every=2,
                    checkpoint_every=2, partitionable_rng=False)
     c.eval.update(batch_size=8)

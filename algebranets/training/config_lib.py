@@ -27,7 +27,9 @@ The blocks (`base_config`), read by `training.train` and nowhere else:
 
   experiment, algebra, match, match_tolerance, seed
   task       name (a key of training.tasks.TASKS) + the task's options
-  model      name (models.MODELS / tasks.LM_MODELS) + the model's constructor arguments
+  model_name the model's key in the registry (models.MODELS / tasks.LM_MODELS)
+  model      the model's constructor arguments, nothing else: the task builds
+             MODELS[model_name](algebra=..., **model)
   data       name (data.DATASETS) + the dataset builder's keyword arguments ("" = the
              builder's default, e.g. data_dir="" lets TFDS use ~/tensorflow_datasets)
   train      batch_size (global), num_steps or num_epochs, log_every, eval_every (0: at the
@@ -173,8 +175,12 @@ def parse_arg(arg: Optional[str], *, keys: Optional[Mapping[str, Callable[[str],
 
 
 def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, Any],
-                model: Mapping[str, Any], data: Mapping[str, Any]) -> ml_collections.ConfigDict:
+                model_name: str, model: Mapping[str, Any], data: Mapping[str, Any]
+                ) -> ml_collections.ConfigDict:
   """Every block with its defaults; experiments then set what their recipe says."""
+  if "name" in model:  # it would reach the constructor as the Haiku module name
+    raise ValueError(f"model holds the constructor arguments only; pass the registry key as "
+                     f"model_name={model['name']!r}, not model['name']")
   c = ml_collections.ConfigDict()
   c.experiment = experiment
   c.algebra = args["algebra"]
@@ -184,6 +190,7 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
   c.match_tolerance = 0.02
   c.seed = 0
   c.task = ml_collections.ConfigDict(dict(task))
+  c.model_name = model_name
   c.model = ml_collections.ConfigDict(dict(model))
   c.data = ml_collections.ConfigDict(dict(data))
   c.train = ml_collections.ConfigDict(dict(

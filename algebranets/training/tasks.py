@@ -59,7 +59,7 @@ from algebranets.training import config_lib
 MATCH_KINDS = config_lib.MATCH_KINDS          # "none", "params", "macs", "flops"
 LM_MATCH_KINDS = config_lib.LM_MATCH_KINDS    # ... and "width"
 
-# Language models by config.model.name (models.LANGUAGE_MODELS: "transformer_xl").
+# Language models by config.model_name (models.LANGUAGE_MODELS: "transformer_xl").
 LM_MODELS: dict[str, Callable[..., hk.Module]] = models.LANGUAGE_MODELS
 
 
@@ -114,12 +114,6 @@ class Task(Protocol):
 
 
 
-def _model_kwargs(config) -> dict:
-  kwargs = config.model.to_dict()
-  kwargs.pop("name")
-  return kwargs
-
-
 # ----------------------------------------------------------------------------- classification
 class ClassificationTask:
   """Image classification (see the module docstring)."""
@@ -140,8 +134,8 @@ class ClassificationTask:
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
     self.constructor = models.MODELS[
-        common.check_choice(config.model.name, sorted(models.MODELS), "image model")]
-    self.model_kwargs = _model_kwargs(config)
+        common.check_choice(config.model_name, sorted(models.MODELS), "image model")]
+    self.model_kwargs = config.model.to_dict()
     self.num_classes = int(dataset.num_classes)
     self.image_size = int(dataset.image_size)
     self.label_smoothing = float(config.task.get("label_smoothing", 0.0))
@@ -155,11 +149,11 @@ class ClassificationTask:
     match = common.check_choice(config.get("match", "none"), MATCH_KINDS, "match")
     if match == "none" or algebras.get(config.algebra).dim == 1:
       return
-    kwargs = _model_kwargs(config)
+    kwargs = config.model.to_dict()
     width = kwargs.pop("width", 1.0)
     kwargs.pop("num_classes")
     result = models.match_image_model(
-        models.MODELS[config.model.name], config.algebra, match=match, reference_width=width,
+        models.MODELS[config.model_name], config.algebra, match=match, reference_width=width,
         image_size=int(dataset.image_size), num_classes=int(dataset.num_classes),
         tolerance=float(config.get("match_tolerance", 0.02)), **kwargs)
     config.model.width = float(result.width)
@@ -244,8 +238,8 @@ class LanguageModelTask:
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
     self.constructor = LM_MODELS[
-        common.check_choice(config.model.name, sorted(LM_MODELS), "language model")]
-    self.model_kwargs = _model_kwargs(config)
+        common.check_choice(config.model_name, sorted(LM_MODELS), "language model")]
+    self.model_kwargs = config.model.to_dict()
     self.seq_len = int(dataset.seq_len)
     self.eval_seq_len = int(dataset.eval_seq_len)
     task = config.task
@@ -275,7 +269,7 @@ class LanguageModelTask:
     match = common.check_choice(config.get("match", "none"), LM_MATCH_KINDS, "match")
     if match == "none" or algebras.get(config.algebra).dim == 1:
       return
-    reference = _model_kwargs(config)
+    reference = config.model.to_dict()
     matched = transformer_xl.matched_config(reference, config.algebra, match,
                                             seq_len=int(dataset.seq_len))
     for key in ("d_model", "d_inner", "d_head", "d_embed"):

@@ -12,7 +12,7 @@ from algebranets.training import optim
 
 def _opt(**kw):
   base = config_lib.base_config(experiment="t", args={"algebra": "r"}, task={"name": "x"},
-                                model={"name": "x"}, data={"name": "x"}).optimizer
+                                model_name="x", model={}, data={"name": "x"}).optimizer
   base.update(kw)
   return base
 
