@@ -66,7 +66,7 @@ import dataclasses
 import functools
 import itertools
 import re
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import jax.numpy as jnp
@@ -107,6 +107,8 @@ class Algebra:
   fast_product_mults: Optional[int] = None
   isomorphism: Optional[tuple[np.ndarray, "Algebra"]] = None
 
+  # __post_init__ normalises the fields once, while the object is being built (the way a frozen
+  # dataclass converts its own arguments: object.__setattr__); no field changes afterwards.
   def __post_init__(self):
     t = np.array(self.structure, dtype=np.float64)
     if t.ndim != 3 or not (t.shape[0] == t.shape[1] == t.shape[2]) or t.shape[0] == 0:
@@ -128,7 +130,7 @@ class Algebra:
     object.__setattr__(self, "component_names", labels)
     if self.matrix_base is not None:
       n, base = self.matrix_base
-      expected = matrix_algebra(n, base, name="_check").structure
+      expected = _matrix_structure(n, base.structure)
       if expected.shape != t.shape or not np.array_equal(expected, t):
         raise ValueError(
             f"Algebra {self.name!r}: matrix_base=({n}, {base.name}) does not match its "
@@ -199,7 +201,7 @@ class Algebra:
   @functools.cached_property
   def mults_per_product(self) -> int:
     """Real multiplies of the naive product: pairs (i, j) with e_i e_j != 0."""
-    return int(np.count_nonzero(np.any(self.structure != 0, axis=2)))
+    return _naive_mults(self.structure)
 
   @property
   def fast_mults_per_product(self) -> int:
@@ -263,6 +265,20 @@ class Algebra:
 
 
 # ------------------------------------------------------------------ builders
+def _naive_mults(t: np.ndarray) -> int:
+  """Real multiplies of the naive product with structure tensor t: pairs (i, j), e_i e_j != 0."""
+  return int(np.count_nonzero(np.any(t != 0, axis=2)))
+
+
+def _matrix_structure(n: int, base: np.ndarray) -> np.ndarray:
+  """T [d, d, d] of M_n(B) from B's structure tensor [b, b, b] (d = n²·b), components ordered
+  (row, column, component of B): M_n(R) ⊗ B."""
+  t_mat = np.zeros((n * n,) * 3)
+  for a, b, c in itertools.product(range(n), repeat=3):
+    t_mat[a * n + b, b * n + c, a * n + c] = 1.0  # e_ab e_bc = e_ac
+  return np.einsum("ijk,pqr->ipjqkr", t_mat, base).reshape((n * n * base.shape[0],) * 3)
+
+
 def _structure_from_basis(mats: Sequence[np.ndarray]) -> np.ndarray:
   """T of the algebra spanned by (linearly independent, closed) real matrices."""
   basis = np.stack([np.asarray(m, np.float64).reshape(-1) for m in mats], axis=1)
@@ -297,22 +313,12 @@ def matrix_algebra(n: int, base: Optional[Algebra] = None, name: Optional[str] =
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"matrix size must be a positive integer, got {n!r}.")
   base = REAL if base is None else base
-  t_mat = np.zeros((n * n,) * 3)
-  for a, b, c in itertools.product(range(n), repeat=3):
-    t_mat[a * n + b, b * n + c, a * n + c] = 1.0  # e_ab e_bc = e_ac
-  t = np.einsum("ijk,pqr->ipjqkr", t_mat, base.structure).reshape((n * n * base.dim,) * 3)
+  t = _matrix_structure(n, base.structure)
   labels = tuple(f"{r}{c}{s if base.dim > 1 else ''}" for r in range(n) for c in range(n)
                  for s in base.component_names)
-  fast = None
-  if base.fast_product_mults:
-    fast = n ** 3 * base.fast_product_mults
-  # matrix_base is attached after construction checks (avoids recursion).
-  alg = Algebra(name or f"m{n}{base.name}", t, shape=(n, n) + base.shape,
-                component_names=labels, fast_product_mults=fast)
-  if name == "_check":
-    return alg
-  object.__setattr__(alg, "matrix_base", (n, base))
-  return alg
+  fast = n ** 3 * base.fast_product_mults if base.fast_product_mults else None
+  return Algebra(name or f"m{n}{base.name}", t, shape=(n, n) + base.shape,
+                 component_names=labels, matrix_base=(n, base), fast_product_mults=fast)
 
 
 def _check_isomorphism(name: str, t: np.ndarray, p, target: "Algebra"):
@@ -437,19 +443,17 @@ def _clifford(p: int, q: int, r: int, name: Optional[str]) -> Algebra:
   # Through the isomorphism a product costs what the target's does (8 for M2(R), not the
   # 16 of the dense Clifford tensor): reported by costs as the fast count.
   fast = iso[1].fast_mults_per_product if iso is not None else None
-  alg = Algebra(name, t, component_names=labels, isomorphism=iso)
-  if fast is not None and fast < alg.mults_per_product:
-    object.__setattr__(alg, "fast_product_mults", fast)
-  return alg
+  if fast is not None and fast >= _naive_mults(t):
+    fast = None
+  return Algebra(name, t, component_names=labels, isomorphism=iso, fast_product_mults=fast)
 
 
 def _matrix_target(n: int, base: Algebra) -> Algebra:
   """M_n(base): the registered algebra if there is one (m2r, m4r, m2c), else a new one."""
-  built = matrix_algebra(n, base)
   for alg in _REGISTRY.values():
     if alg.matrix_base is not None and alg.matrix_base[0] == n and alg.matrix_base[1] == base:
       return alg
-  return built
+  return matrix_algebra(n, base)
 
 
 # Generator images as matrices over B, arrays [n, n, D_B] in M_n(B)'s component order.
@@ -727,7 +731,3 @@ def get(name) -> Algebra:
   raise ValueError(f"Unknown algebra {name!r}. Valid names: {', '.join(names())}; the "
                    f"families {families}; or build one with "
                    "algebranets.algebras.Algebra(name, structure) and register() it.")
-
-
-def resolve_all(items: Iterable) -> tuple[Algebra, ...]:
-  return tuple(get(x) for x in items)

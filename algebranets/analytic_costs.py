@@ -42,6 +42,7 @@ import math
 from typing import Any, Mapping, NamedTuple, Optional
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import models
 from algebranets.models import adaptive, matching, mobilenet, resnet
 from algebranets.models import transformer_xl
@@ -74,8 +75,7 @@ class Sizes(NamedTuple):
 
 def size_of(sizes: Sizes, match: str) -> int:
   """The size a match compares: params, weight-layer MACs ("macs") or all MACs ("flops")."""
-  if match not in matching.MATCH_KINDS:
-    raise ValueError(f"Unknown match {match!r}; valid: {', '.join(matching.MATCH_KINDS)}.")
+  common.check_choice(match, matching.MATCH_KINDS, "match")
   if match == "params":
     return sizes.params
   return sizes.macs if match == "macs" else sizes.all_macs
@@ -174,10 +174,10 @@ def _head(count: _Counter, head: str, c: int, num_classes: int):
 
 
 def _resnet(kw: Mapping[str, Any], alg, num_classes: int, image_size: int) -> Optional[Sizes]:
-  common = _common(kw, alg)
-  if common is None:
+  choices = _common(kw, alg)
+  if choices is None:
     return None
-  lift, bn_params, head = common
+  lift, bn_params, head = choices
   width = matching.check_width(kw.get("width", 1.0))
   divisor = kw.get("channel_divisor", 1)
   channels = [matching.scaled_channels(int(c), width, divisor) for c in kw["stage_channels"]]
@@ -221,10 +221,10 @@ def _resnet(kw: Mapping[str, Any], alg, num_classes: int, image_size: int) -> Op
 
 def _mobilenet(kw: Mapping[str, Any], alg, num_classes: int, image_size: int
                ) -> Optional[Sizes]:
-  common = _common(kw, alg)
-  if common is None:
+  choices = _common(kw, alg)
+  if choices is None:
     return None
-  lift, bn_params, head = common
+  lift, bn_params, head = choices
   width = matching.check_width(kw.get("width", 1.0))
   scale = lambda c: matching.scaled_channels(int(c), width, kw.get("channel_divisor", 1))
   count = _Counter(alg)
@@ -340,8 +340,7 @@ def match_image_model(name: str, algebra, *, match: str = "params", reference_al
   The same target, starting width and search, so the same result; traced (the models function
   itself) when the formulas do not cover the model.
   """
-  if match not in matching.MATCH_KINDS:
-    raise ValueError(f"Unknown match {match!r}; valid: {', '.join(matching.MATCH_KINDS)}.")
+  common.check_choice(match, matching.MATCH_KINDS, "match")
   kwargs = {k: v for k, v in model_kwargs.items() if k != "folded"}
   alg = algebras.get(algebra)
 
@@ -367,8 +366,7 @@ def matched_config(reference: Mapping[str, Any], algebra, match: str = "params",
   """`transformer_xl.matched_config` on the closed-form counts (same rule, same search, same
   result); that function itself (traced) for "width" and where the formulas do not cover the
   model."""
-  if match not in transformer_xl.MATCH_MODES:
-    raise ValueError(f"Unknown match {match!r}; valid: {', '.join(transformer_xl.MATCH_MODES)}.")
+  common.check_choice(match, transformer_xl.MATCH_MODES, "match")
   alg = algebras.get(algebra)
   ref = dict(reference)
   if seq_len is None:

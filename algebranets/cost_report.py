@@ -50,7 +50,7 @@ import importlib.util
 import json
 import pathlib
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import ml_collections
@@ -58,6 +58,7 @@ import numpy as np
 
 from algebranets import algebras
 from algebranets import analytic_costs
+from algebranets import common
 from algebranets import costs
 from algebranets import errors
 from algebranets import models
@@ -96,7 +97,7 @@ class DatasetInfo:
   vocab: Optional[Sequence[str]] = None
 
 
-def _data_kwargs(config) -> Tuple[str, Dict[str, Any]]:
+def _data_kwargs(config) -> tuple[str, dict[str, Any]]:
   kwargs = {k: v for k, v in config.data.to_dict().items() if v != ""}
   return kwargs.pop("name"), kwargs
 
@@ -210,12 +211,6 @@ def apply_override(config, dotted: str, value) -> None:
   node[keys[-1]] = value
 
 
-def _model_kwargs(config) -> Dict[str, Any]:
-  kwargs = config.model.to_dict()
-  kwargs.pop("name")
-  return kwargs
-
-
 def resolve_model(config, info: DatasetInfo) -> None:
   """Fills in the dataset's sizes and the matched width, in place, as the trainer's task does.
 
@@ -228,25 +223,23 @@ def resolve_model(config, info: DatasetInfo) -> None:
   plain = algebras.get(config.algebra).dim == 1
   if task is tasks_lib.ClassificationTask:
     config.model.num_classes = int(info.num_classes)
-    if match not in tasks_lib.MATCH_KINDS:
-      raise ValueError(f"unknown match {match!r}; choices: {list(tasks_lib.MATCH_KINDS)}")
+    common.check_choice(match, tasks_lib.MATCH_KINDS, "match")
     if match == "none" or plain:
       return
-    kwargs = _model_kwargs(config)
+    kwargs = config.model.to_dict()
     width = kwargs.pop("width", 1.0)
     kwargs.pop("num_classes")
     result = analytic_costs.match_image_model(
-        config.model.name, config.algebra, match=match, reference_width=width,
+        config.model_name, config.algebra, match=match, reference_width=width,
         image_size=int(info.image_size), num_classes=int(info.num_classes),
         tolerance=float(config.get("match_tolerance", 0.02)), **kwargs)
     config.model.width = float(result.width)
   elif task is tasks_lib.LanguageModelTask:
     config.model.vocab_size = int(info.vocab_size)
-    if match not in tasks_lib.LM_MATCH_KINDS:
-      raise ValueError(f"unknown match {match!r}; choices: {list(tasks_lib.LM_MATCH_KINDS)}")
+    common.check_choice(match, tasks_lib.LM_MATCH_KINDS, "match")
     if match == "none" or plain:
       return
-    matched = analytic_costs.matched_config(_model_kwargs(config), config.algebra, match,
+    matched = analytic_costs.matched_config(config.model.to_dict(), config.algebra, match,
                                             seq_len=int(info.seq_len))
     for key in ("d_model", "d_inner", "d_head", "d_embed"):
       if key in matched and matched[key] is not None:
@@ -274,7 +267,7 @@ class ConfigCost:
   size: str
   traced: bool
 
-  def per_unit(self) -> Dict[str, Any]:
+  def per_unit(self) -> dict[str, Any]:
     """The trainer's model.json numbers: params, (all_/fast_)macs_per_<unit>."""
     s, unit = self.sizes, self.unit
     if unit == "example":
@@ -284,9 +277,10 @@ class ConfigCost:
     return {"params": s.params, "macs_per_token": s.macs / t, "all_macs_per_token": s.all_macs / t,
             "fast_macs_per_token": s.fast_macs / t}
 
-  def to_dict(self) -> Dict[str, Any]:
+  def to_dict(self) -> dict[str, Any]:
     return dict(algebra=self.config.algebra, match=self.config.get("match", "none"),
-                size=self.size, **self.per_unit(), model=self.config.model.to_dict(),
+                size=self.size, **self.per_unit(), model_name=self.config.model_name,
+                model=self.config.model.to_dict(),
                 data=self.info.description, traced=self.traced)
 
 
@@ -296,11 +290,11 @@ def config_costs(config, *, info: Optional[DatasetInfo] = None,
   config = ml_collections.ConfigDict(config.to_dict())
   info = info or dataset_info(config, load_data)
   resolve_model(config, info)
-  kwargs = _model_kwargs(config)
+  kwargs = config.model.to_dict()
   if config.task.name == "classification":
     unit = "example"
     kwargs.pop("num_classes")
-    sizes = analytic_costs.image_model(config.model.name, algebra=config.algebra,
+    sizes = analytic_costs.image_model(config.model_name, algebra=config.algebra,
                                        num_classes=int(info.num_classes),
                                        image_size=int(info.image_size), **kwargs)
     size = f"width {float(config.model.get('width', 1.0)):.4g}"
@@ -317,7 +311,7 @@ def config_costs(config, *, info: Optional[DatasetInfo] = None,
 
 
 # ----------------------------------------------------------------------------- models
-def _model_defaults(model: str, image_size: Optional[int]) -> Tuple[int, int]:
+def _model_defaults(model: str, image_size: Optional[int]) -> tuple[int, int]:
   if model not in models.MODELS:
     raise ValueError(f"Unknown model {model!r}; valid: "
                      f"{', '.join(sorted(models.MODELS) + sorted(transformer_xl.PRESETS))}.")
@@ -335,7 +329,7 @@ def _preset(model: str, alg, match: str, seq_len: Optional[int], tolerance: floa
 
 def model_sizes(model: str, algebra, match: str = "none", image_size: Optional[int] = None,
                 seq_len: Optional[int] = None, tolerance: float = 0.02
-                ) -> Tuple[analytic_costs.Sizes, str]:
+                ) -> tuple[analytic_costs.Sizes, str]:
   """(counts, size in words) of a registered model in `algebra`; with `match` ("params",
   "macs" or "flops") at the size that matches the real model's.
 
@@ -372,7 +366,7 @@ def _traced_image_model(model, alg, num_classes, image_size, width) -> costs.Mod
 
 def model_cost_report(model: str, algebra, match: str = "none",
                       image_size: Optional[int] = None, seq_len: Optional[int] = None,
-                      tolerance: float = 0.02) -> Tuple[costs.ModelCost, str]:
+                      tolerance: float = 0.02) -> tuple[costs.ModelCost, str]:
   """`model_sizes` as a traced per-layer `costs.ModelCost` (for --per_block tables)."""
   alg = algebras.get(algebra)
   if model in transformer_xl.PRESETS:
@@ -399,10 +393,10 @@ def _fmt(v):
 
 
 def _table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
-  return costs.markdown(list(keys), [[_fmt(r[k]) for k in keys] for r in rows])
+  return common.markdown(list(keys), [[_fmt(r[k]) for k in keys] for r in rows])
 
 
-def _config_command(flags, overrides: Sequence[Tuple[str, str]]) -> int:
+def _config_command(flags, overrides: Sequence[tuple[str, str]]) -> int:
   base = load_config(flags.config)
   names = flags.algebras.split(",") if flags.algebras else [base.algebra]
   results = []

@@ -131,7 +131,7 @@ def model_fn(config):
   """The run's evaluation model (module docstring): what the trainer evaluates, as a
   `models.Decoder` model_fn."""
   kwargs = config.model.to_dict()
-  name = kwargs.pop("name")
+  name = config.model_name
   if name not in models.LANGUAGE_MODELS:
     raise ValueError(f"the run's model {name!r} is not a language model "
                      f"({sorted(models.LANGUAGE_MODELS)})")

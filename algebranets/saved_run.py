@@ -38,7 +38,10 @@ def read_config(workdir) -> ml_collections.ConfigDict:
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: {workdir} is not the workdir of a training run "
                             "(python -m algebranets.train --workdir=DIR writes DIR/config.json)")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = json.loads(path.read_text())
+  if "model_name" not in saved:  # saved before model_name left config.model: model.name
+    saved["model_name"] = saved["model"].pop("name")
+  config = ml_collections.ConfigDict(saved)
   config.match = "none"
   return config
 

@@ -21,7 +21,7 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
@@ -34,7 +34,7 @@ __all__ = ["export_run", "main"]
 
 
 def export_run(workdir, out, *, step: Optional[int] = None,
-               data_path: Optional[str] = None) -> Dict[str, Any]:
+               data_path: Optional[str] = None) -> dict[str, Any]:
   """Exports the checkpoint of a pruned run (its latest, or `step`) to `out` (.npz).
 
   The run's resolved config (workdir/config.json) rebuilds the model (`saved_run`: its data

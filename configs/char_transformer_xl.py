@@ -40,7 +40,8 @@ def get_config(arg="r"):
       experiment="char_transformer_xl", args=args,
       task=dict(name="language_model", eval_mem_len=64, eval_clamp_len=-1,
                 eval_same_length=False),
-      model=dict(name="transformer_xl", vocab_size=256, d_model=96, n_layers=2, n_heads=4,
+      model_name="transformer_xl",
+      model=dict(vocab_size=256, d_model=96, n_layers=2, n_heads=4,
                  d_head=24, d_inner=384, mem_len=64, dropout=0.1, dropatt=0.0,
                  # The initialisation docs/results/char_lm was measured with (fan-scaled
                  # LeCun); the paper configs use the reference's N(0, 0.02): init="reference".

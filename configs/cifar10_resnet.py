@@ -38,6 +38,7 @@ debug: ResNet-20 at width 1/4, 4 steps of 8 images (under a minute on two CPU co
 compiling).
 """
 
+from algebranets import common
 from algebranets.data import images
 from algebranets.training import config_lib
 
@@ -48,24 +49,18 @@ SMALL_TRAIN_EXAMPLES = 10_000
 SMALL_EVAL_EXAMPLES = 2_000
 
 
-def _choice(value, choices, what):
-  if value not in choices:
-    raise ValueError(f"unknown {what} {value!r}; choices: {list(choices)}")
-  return value
-
-
 def get_config(arg=None):
   args = config_lib.parse_arg(
       arg, keys=dict(config_lib.IMAGE_KEYS, depth=int, preset=str, steps=int,
                      train_examples=int, eval_examples=int, bn=str, init=str),
       defaults={"depth": 20, "preset": "full", "bn": "component"})
-  small = _choice(args["preset"], PRESETS, "preset") == "small"
+  small = common.check_choice(args["preset"], PRESETS, "preset") == "small"
   data, eval_splits = config_lib.image_data(
       args, tfds_name="cifar10", tfds_eval_split="test", image_size=32, recipe="cifar",
       mean=images.CIFAR10_MEAN, std=images.CIFAR10_STD)
-  model = dict(name=f"cifar_resnet{args['depth']}", width=args.get("width", 0.5 if small else 1.0),
-               shortcut="pad", padding="same" if small else "symmetric")
-  if _choice(args["bn"], BATCH_NORMS, "bn") == "whitening":
+  model = dict(width=args.get("width", 0.5 if small else 1.0), shortcut="pad",
+               padding="same" if small else "symmetric")
+  if common.check_choice(args["bn"], BATCH_NORMS, "bn") == "whitening":
     model["bn_config"] = {"whitening": True}
   if "init" in args:
     model["w_init"] = args["init"]
@@ -76,7 +71,8 @@ def get_config(arg=None):
     raise ValueError("train_examples and eval_examples need folder=PATH (an image folder)")
   c = config_lib.base_config(
       experiment="cifar10_resnet", args=args,
-      task=dict(name="classification", label_smoothing=0.0), model=model, data=data)
+      task=dict(name="classification", label_smoothing=0.0),
+      model_name=f"cifar_resnet{args['depth']}", model=model, data=data)
   c.train.update(batch_size=128, num_steps=args.get("steps", 64_000), log_every=100,
                  eval_every=2_000, checkpoint_every=2_000)
   c.eval.update(batch_size=1000, splits=eval_splits)
@@ -91,7 +87,8 @@ def get_config(arg=None):
     c.eval.update(batch_size=500)
     c.optimizer.update(lr=0.05, schedule="cosine", warmup_steps=min(50, steps // 10))
   if args["debug"]:
-    c.model.update(name="cifar_resnet20", width=args.get("width", 0.25))
+    c.model_name = "cifar_resnet20"
+    c.model.update(width=args.get("width", 0.25))
     c.train.update(batch_size=8, num_steps=args.get("steps", 4), log_every=1, eval_every=2,
                    checkpoint_every=2, partitionable_rng=False)
     c.eval.update(batch_size=8)

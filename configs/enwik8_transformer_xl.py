@@ -50,13 +50,13 @@ from algebranets.training import config_lib
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, match_kinds=config_lib.LM_MATCH_KINDS)
-  model = dict(transformer_xl.PRESETS["enwik8_base"], name="transformer_xl", init="reference",
-               init_std=0.02, proj_init_std=0.01)
+  model = dict(transformer_xl.PRESETS["enwik8_base"], init="reference", init_std=0.02,
+               proj_init_std=0.01)
   c = config_lib.base_config(
       experiment="enwik8_transformer_xl", args=args,
       task=dict(name="language_model", eval_mem_len=2100, eval_clamp_len=820,
                 eval_same_length=True),
-      model=model,
+      model_name="transformer_xl", model=model,
       data=dict(name="enwik8", path="data/enwik8/enwik8.zip", seq_len=512, eval_seq_len=80,
                 proportional=False, reference_tokens=True))
   c.train.update(batch_size=22, num_steps=400_000, log_every=200, eval_every=4_000,

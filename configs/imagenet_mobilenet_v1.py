@@ -56,7 +56,8 @@ def get_config(arg=None):
   c = config_lib.base_config(
       experiment="imagenet_mobilenet_v1", args=args,
       task=dict(name="classification", label_smoothing=0.1),
-      model=dict(name="mobilenet_v1", width=args.get("width", 1.0), padding="symmetric"),
+      model_name="mobilenet_v1",
+      model=dict(width=args.get("width", 1.0), padding="symmetric"),
       data=data)
   c.train.update(batch_size=1024, num_epochs=120.0, log_every=100, eval_every=2_500,
                  checkpoint_every=2_500)

@@ -61,8 +61,8 @@ def get_config(arg=None):
   c = config_lib.base_config(
       experiment="imagenet_resnet50", args=args,
       task=dict(name="classification", label_smoothing=0.0),
-      model=dict(name="resnet50", width=args.get("width", 1.0), zero_init_last_bn=False,
-                 padding="symmetric"),
+      model_name="resnet50",
+      model=dict(width=args.get("width", 1.0), zero_init_last_bn=False, padding="symmetric"),
       data=data)
   c.train.update(batch_size=256, num_epochs=90.0, log_every=100, eval_every=10_000,
                  checkpoint_every=5_000)
@@ -72,7 +72,8 @@ def get_config(arg=None):
                      warmup_epochs=0.0, weight_decay=1e-4, weight_decay_include=r".*",
                      weight_decay_exclude="")
   if args["debug"]:
-    c.model.update(name="resnet18", width=args.get("width", 0.0625))
+    c.model_name = "resnet18"
+    c.model.update(width=args.get("width", 0.0625))
     c.data.update(image_size=32)
     c.train.update(batch_size=8, num_epochs=0.0, num_steps=4, log_every=1, eval_every=2,
                    checkpoint_every=2, partitionable_rng=False)

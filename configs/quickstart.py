@@ -27,7 +27,8 @@ def get_config(arg="r"):
       experiment="quickstart", args=args,
       task=dict(name="language_model", eval_mem_len=64, eval_clamp_len=-1,
                 eval_same_length=False),
-      model=dict(name="transformer_xl", vocab_size=256, d_model=96, n_layers=2, n_heads=4,
+      model_name="transformer_xl",
+      model=dict(vocab_size=256, d_model=96, n_layers=2, n_heads=4,
                  d_head=24, d_inner=384, mem_len=64, dropout=0.0, dropatt=0.0,
                  # Fan-scaled (LeCun) weights, as before the paper configs took the
                  # reference's N(0, 0.02) scheme (init="reference"): a short run at lr 2e-3.

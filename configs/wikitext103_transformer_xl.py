@@ -52,13 +52,13 @@ from algebranets.training import config_lib
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, match_kinds=config_lib.LM_MATCH_KINDS)
-  model = dict(transformer_xl.PRESETS["wt103_base"], name="transformer_xl", init="reference",
-               init_std=0.02, proj_init_std=0.01)
+  model = dict(transformer_xl.PRESETS["wt103_base"], init="reference", init_std=0.02,
+               proj_init_std=0.01)
   c = config_lib.base_config(
       experiment="wikitext103_transformer_xl", args=args,
       task=dict(name="language_model", eval_mem_len=640, eval_clamp_len=400,
                 eval_same_length=True),
-      model=model,
+      model_name="transformer_xl", model=model,
       data=dict(name="wikitext103", path="data/wikitext103/wikitext-103-v1.zip", seq_len=150,
                 eval_seq_len=64))
   c.train.update(batch_size=60, num_steps=200_000, log_every=200, eval_every=4_000,

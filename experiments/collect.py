@@ -46,7 +46,7 @@ import math
 import pathlib
 import shlex
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def _variant(config: dict) -> str:
   return ", ".join(parts)
 
 
-def read_run(workdir: pathlib.Path, metric: Optional[str] = None) -> Tuple[Optional[Row], str]:
+def read_run(workdir: pathlib.Path, metric: Optional[str] = None) -> tuple[Optional[Row], str]:
   """(the run's Row, "") if it finished with an eval of its metric, else (None, why not)."""
   config = json.loads((workdir / "config.json").read_text())
   record_path = workdir / launch_lib.RUN_FILE
@@ -148,7 +148,7 @@ def read_run(workdir: pathlib.Path, metric: Optional[str] = None) -> Tuple[Optio
   return row, ""
 
 
-def collect(root, metric: Optional[str] = None) -> Tuple[List[Row], Dict[str, str], List[dict]]:
+def collect(root, metric: Optional[str] = None) -> tuple[list[Row], dict[str, str], list[dict]]:
   """(rows, {run: why it is not in the table}, launch records) of every run under `root`."""
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -221,7 +221,7 @@ class SeedGroup:
   size: str
   sparsity: float
   metric: str
-  runs: List[Row]
+  runs: list[Row]
 
   @property
   def label(self) -> str:
@@ -252,9 +252,9 @@ class SeedGroup:
                 runs=[r.run for r in self.runs])
 
 
-def seed_groups(rows: Sequence[Row]) -> List[SeedGroup]:
+def seed_groups(rows: Sequence[Row]) -> list[SeedGroup]:
   """Rows grouped by setting (algebra, match, variant, size, sparsity, metric), in row order."""
-  groups: Dict[tuple, SeedGroup] = {}
+  groups: dict[tuple, SeedGroup] = {}
   for r in rows:
     key = (r.algebra, r.match, r.variant, r.size, r.sparsity, r.metric)
     if key not in groups:
@@ -263,7 +263,7 @@ def seed_groups(rows: Sequence[Row]) -> List[SeedGroup]:
   return list(groups.values())
 
 
-def compare(a: SeedGroup, b: SeedGroup) -> Dict[str, float]:
+def compare(a: SeedGroup, b: SeedGroup) -> dict[str, float]:
   """Difference of means a - b, its standard error, Welch's t, degrees of freedom and p.
 
   p is the two-sided p-value of Welch's t-test (unequal variances); NaN with fewer than two
@@ -283,7 +283,7 @@ def compare(a: SeedGroup, b: SeedGroup) -> Dict[str, float]:
   return dict(diff=diff, se=se, t=t, df=df, p=float(2 * stats.t.sf(abs(t), df)))
 
 
-def _verdict(metric: str, c: Dict[str, float]) -> str:
+def _verdict(metric: str, c: dict[str, float]) -> str:
   if math.isnan(c["p"]):
     return "n/a (one run)"
   if c["p"] >= NOISE_LEVEL:
@@ -344,7 +344,7 @@ def header(root, records: Sequence[dict], command: str) -> str:
   return "\n".join(lines)
 
 
-def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathlib.Path]:
+def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> list[pathlib.Path]:
   """metric_vs_params.png, metric_vs_macs.png and (if recorded) metric_vs_all_macs.png;
   returns their paths."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -355,7 +355,7 @@ def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathli
   if not rows:
     return []
   metric = rows[0].metric
-  series: Dict[str, List[Row]] = {}
+  series: dict[str, list[Row]] = {}
   for r in rows:
     series.setdefault(r.series, []).append(r)
   scale = 100.0 if metric.endswith(("top1", "top5")) else 1.0
@@ -403,7 +403,7 @@ def plot(rows: Sequence[Row], out: pathlib.Path, title: str = "") -> List[pathli
 
 
 def write(root, out, *, metric: Optional[str] = None, title: str = "",
-          command: Optional[str] = None) -> List[Row]:
+          command: Optional[str] = None) -> list[Row]:
   """Collects `root` and writes results.md, results.json and the plots to `out`."""
   rows, skipped, records = collect(root, metric)
   out = pathlib.Path(out)

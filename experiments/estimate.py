@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import pathlib
-from typing import Any, Dict, List, Sequence
+from typing import Any, Sequence
 
 from algebranets import cost_report
 
@@ -81,7 +81,7 @@ def run_config(run) -> Any:
   return config
 
 
-def estimate(sweep, log=None) -> List[Estimate]:
+def estimate(sweep, log=None) -> list[Estimate]:
   """One Estimate per dense run of `sweep` (an `experiments.sweeps.Sweep`; module docstring).
 
   `log`, if given, is called with one line per run as it is counted.
@@ -116,7 +116,7 @@ def estimate(sweep, log=None) -> List[Estimate]:
 
 def markdown(estimates: Sequence[Estimate], tflops: float = DEFAULT_TFLOPS) -> str:
   """Tables per sweep, with the arithmetic spelled out once per sweep."""
-  by_sweep: Dict[str, List[Estimate]] = {}
+  by_sweep: dict[str, list[Estimate]] = {}
   for e in estimates:
     by_sweep.setdefault(e.sweep, []).append(e)
   text = []

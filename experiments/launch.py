@@ -41,7 +41,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 from algebranets import errors
 from experiments import sweeps as sweeps_lib
@@ -52,7 +52,7 @@ from experiments.workdirs import (LOG_FILE, RUN_FILE, git_commit, is_finished,
                                   latest_checkpoint_step, machine, reached_last_step, read_jsonl,
                                   write_record)
 
-def parse_data(items: Sequence[str]) -> Dict[str, str]:
+def parse_data(items: Sequence[str]) -> dict[str, str]:
   """["name=PATH", ...] -> {name: absolute PATH}."""
   out = {}
   for item in items:
@@ -63,7 +63,7 @@ def parse_data(items: Sequence[str]) -> Dict[str, str]:
   return out
 
 
-def check_data(sweep: sweeps_lib.Sweep, data: Dict[str, str]) -> None:
+def check_data(sweep: sweeps_lib.Sweep, data: dict[str, str]) -> None:
   needed = dict(sweep.data)
   missing = sorted(set(needed) - set(data))
   if missing:
@@ -74,7 +74,7 @@ def check_data(sweep: sweeps_lib.Sweep, data: Dict[str, str]) -> None:
     raise ValueError(f"sweep {sweep.name!r} takes no data {unknown}; it takes {sorted(needed)}")
 
 
-def commands(sweep, runs, root, data, extra, python) -> List[List[str]]:
+def commands(sweep, runs, root, data, extra, python) -> list[list[str]]:
   return [run.command(pathlib.Path(root) / run.name, data, python) + list(extra) for run in runs]
 
 
@@ -111,7 +111,7 @@ def launch_run(sweep, run, root: pathlib.Path, data, extra, python, log=print) -
 
 
 def launch(sweep_name: str, root, *, data=None, only=None, extra=(), python=sys.executable,
-           log=print) -> List[dict]:
+           log=print) -> list[dict]:
   """Runs the sweep's (selected, unfinished) runs one after another; their launch records."""
   sweep = sweeps_lib.get(sweep_name)
   data = dict(data or {})
@@ -127,7 +127,7 @@ def launch(sweep_name: str, root, *, data=None, only=None, extra=(), python=sys.
 
 
 def launch_ray(sweep_name: str, root, *, data=None, only=None, extra=(), address=None,
-               log=print, **kwargs) -> List[dict]:
+               log=print, **kwargs) -> list[dict]:
   """`launch` on a Ray cluster (experiments/ray_backend.py): the launch records of the runs it
   launched. kwargs: resources, hosts_per_run, tpu_slice, max_retries, python, repo,
   report_every_s (see RaySweep)."""

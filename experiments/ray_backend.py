@@ -62,7 +62,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 from experiments import sweeps as sweeps_lib
 from experiments import workdirs
@@ -87,7 +87,7 @@ def require_ray():
 
 
 # ----------------------------------------------------------------------------- resources
-def parse_resources(text: Optional[str]) -> Dict[str, float]:
+def parse_resources(text: Optional[str]) -> dict[str, float]:
   """"CPU=4,GPU=1,memory=8e9,my_resource=1" -> {name: amount}; the default is CPU=1.
 
   CPU, GPU and memory (bytes) are Ray's task options; TPU and any other name are Ray resources
@@ -114,7 +114,7 @@ def parse_resources(text: Optional[str]) -> Dict[str, float]:
   return out
 
 
-def task_options(resources: Dict[str, float]) -> Dict[str, Any]:
+def task_options(resources: dict[str, float]) -> dict[str, Any]:
   """Ray task options that ask for `resources` (the whole of one placement-group bundle)."""
   opts = {"num_cpus": resources.get("CPU", 0.0), "num_gpus": resources.get("GPU", 0.0)}
   if resources.get("memory"):
@@ -125,7 +125,7 @@ def task_options(resources: Dict[str, float]) -> Dict[str, Any]:
   return opts
 
 
-def parse_tpu_slice(text: str) -> Tuple[str, str]:
+def parse_tpu_slice(text: str) -> tuple[str, str]:
   """"v4:2x2x2" -> ("v4", "2x2x2")."""
   version, sep, topology = text.partition(":")
   if not sep or not re.fullmatch(r"v\d+[a-z]*", version) or not re.fullmatch(r"\d+(x\d+)+",
@@ -146,7 +146,7 @@ def _die_with_parent() -> None:
     pass
 
 
-def node_probe(probe_dir: str, token: str, repo: str) -> Dict[str, Any]:
+def node_probe(probe_dir: str, token: str, repo: str) -> dict[str, Any]:
   """On one node: does it see the driver's file under --root, can it write there, and does it
   have the repository? {"ip", "host", "errors": [...]}."""
   import ray  # pylint: disable=g-import-not-at-top
@@ -180,7 +180,7 @@ def free_address() -> str:
   return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def run_process(spec: Dict[str, Any], coordinator: Optional[str] = None) -> Dict[str, Any]:
+def run_process(spec: dict[str, Any], coordinator: Optional[str] = None) -> dict[str, Any]:
   """On a node: one process of one attempt of a run; its exit code, host and wall time.
 
   spec: argv (NODE_PYTHON for this node's interpreter), repo (cwd, on PYTHONPATH), log (the
@@ -246,16 +246,16 @@ class RunState:
   pg: Any = None  # the attempt's placement group
   slice_handle: Any = None  # its TPU slice placement group, with --tpu_slice
   ready_ref: Any = None
-  refs: List[Any] = dataclasses.field(default_factory=list)
-  results: Dict[int, Any] = dataclasses.field(default_factory=dict)  # process id -> result
+  refs: list[Any] = dataclasses.field(default_factory=list)
+  results: dict[int, Any] = dataclasses.field(default_factory=dict)  # process id -> result
   cancelled: bool = False
-  hosts: List[str] = dataclasses.field(default_factory=list)
+  hosts: list[str] = dataclasses.field(default_factory=list)
   num_processes: int = 1
   start_step: int = 0
   attempt_start: float = 0.0
   wall_s: float = 0.0  # over all attempts
-  record: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+  record: dict[str, Any] = dataclasses.field(default_factory=dict)
+  history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class RaySweep:
@@ -284,11 +284,11 @@ class RaySweep:
     self.python = python or NODE_PYTHON
     self.repo = str(repo or sweeps_lib.ROOT)
     self.log_fn, self.report_every_s, self.poll_s = log, report_every_s, poll_s
-    self.messages: List[str] = []
+    self.messages: list[str] = []
     self.commit = workdirs.git_commit()
     self.states = [RunState(run, self.root / run.name) for run in runs]
     self.skipped = []
-    self._node_ips: Dict[str, str] = {}
+    self._node_ips: dict[str, str] = {}
     self._lock = threading.Lock()
     self._last_report = 0.0
     self.finished = False
@@ -300,7 +300,7 @@ class RaySweep:
       self.messages.append(line)
     self.log_fn(line)
 
-  def progress(self) -> Dict[str, Any]:
+  def progress(self) -> dict[str, Any]:
     """{"done", "running", "waiting", "failed", "pending": [[run, workdir, detail], ...],
     "skipped": [...], "finished": bool}."""
     out = {k: [] for k in ("done", "running", "waiting", "pending", "failed")}
@@ -333,7 +333,7 @@ class RaySweep:
       self._node_ips = {n["NodeID"]: n["NodeManagerAddress"] for n in self.ray.nodes()}
     return self._node_ips.get(node_id, node_id[:12])
 
-  def check_storage(self) -> List[Dict[str, Any]]:
+  def check_storage(self) -> list[dict[str, Any]]:
     """Every alive node sees this machine's --root and can write there, and has the repository
     (see the module docstring); ValueError naming the nodes that fail."""
     ray = self.ray
@@ -397,7 +397,7 @@ class RaySweep:
                "until such nodes join; lower --resources_per_run / --hosts_per_run otherwise")
 
   # -- one attempt
-  def _argv(self, st: RunState) -> List[str]:
+  def _argv(self, st: RunState) -> list[str]:
     return st.run.command(st.workdir, self.data, self.python) + self.extra
 
   def _reserve(self, st: RunState) -> bool:
@@ -424,7 +424,7 @@ class RaySweep:
     st.status = "waiting"
     return True
 
-  def _bundle_resources(self, st: RunState) -> Dict[str, float]:
+  def _bundle_resources(self, st: RunState) -> dict[str, float]:
     if st.slice_handle is not None:
       return dict(st.slice_handle.bundle_resources)
     return self.resources
@@ -573,7 +573,7 @@ class RaySweep:
     workdirs.write_record(st.workdir / workdirs.RUN_FILE, record)
 
   # -- the loop
-  def run(self) -> List[dict]:
+  def run(self) -> list[dict]:
     ray = self.ray
     todo = []
     for st in self.states:
@@ -666,7 +666,7 @@ def connect(address: Optional[str], repo: Optional[str] = None):
 class SweepActor:
   """The scheduler of a detached sweep, in a detached actor: the loop runs in a thread."""
 
-  def __init__(self, kwargs: Dict[str, Any], linger_s: float = 600.0):
+  def __init__(self, kwargs: dict[str, Any], linger_s: float = 600.0):
     self.kwargs, self.linger_s = kwargs, linger_s
     self.sweep: Optional[RaySweep] = None
     self.error: Optional[str] = None
@@ -689,7 +689,7 @@ class SweepActor:
     except Exception:  # pylint: disable=broad-except
       os._exit(0)  # pylint: disable=protected-access
 
-  def state(self, since: int = 0) -> Dict[str, Any]:
+  def state(self, since: int = 0) -> dict[str, Any]:
     """New progress lines since `since`, the progress, whether the sweep ended, its error."""
     if self.sweep is None:
       return {"messages": [], "progress": None, "finished": self.error is not None,
@@ -699,7 +699,7 @@ class SweepActor:
             "finished": self.sweep.finished or self.error is not None, "error": self.error}
 
 
-def detach(kwargs: Dict[str, Any], address: Optional[str], log=print) -> str:
+def detach(kwargs: dict[str, Any], address: Optional[str], log=print) -> str:
   """Starts the sweep in a detached actor on this node; returns its name."""
   ray = connect(address, kwargs.get("repo"))
   # pylint: disable=g-import-not-at-top
@@ -724,7 +724,7 @@ def detach(kwargs: Dict[str, Any], address: Optional[str], log=print) -> str:
 
 
 def attach(root, address: Optional[str], *, follow: bool, log=print,
-           poll_s: float = 2.0) -> Optional[Dict[str, Any]]:
+           poll_s: float = 2.0) -> Optional[dict[str, Any]]:
   """Prints a detached sweep's progress lines (until it ends if `follow`); its last state, or
   None if no scheduler for `root` is alive."""
   ray = connect(address)
@@ -750,7 +750,7 @@ def attach(root, address: Optional[str], *, follow: bool, log=print,
     time.sleep(poll_s)
 
 
-def status_from_records(sweep, runs, root) -> Dict[str, List[List[str]]]:
+def status_from_records(sweep, runs, root) -> dict[str, list[list[str]]]:
   """Where each run stands from its workdir alone (launch.json, metrics): no cluster needed."""
   out = {k: [] for k in ("done", "running", "failed", "preempted", "lost", "not started")}
   for run in runs:
@@ -773,7 +773,7 @@ def status_from_records(sweep, runs, root) -> Dict[str, List[List[str]]]:
   return out
 
 
-def format_status(status: Dict[str, List[List[str]]]) -> str:
+def format_status(status: dict[str, list[list[str]]]) -> str:
   counts = ", ".join(f"{len(v)} {k}" for k, v in status.items() if isinstance(v, list))
   lines = [counts]
   for kind, rows in status.items():

@@ -42,8 +42,9 @@ import argparse
 import dataclasses
 import pathlib
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence
 
+from algebranets import common
 from algebranets import errors
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ class Run:
   """
   config: str
   arg: str
-  overrides: Tuple[Tuple[str, Any], ...] = ()
+  overrides: tuple[tuple[str, Any], ...] = ()
   variant: str = ""
 
   @property
@@ -83,7 +84,7 @@ class Run:
     return self.arg.split(",")[0].strip()
 
   @property
-  def arg_keys(self) -> Dict[str, str]:
+  def arg_keys(self) -> dict[str, str]:
     """The argument's key=value pairs ("debug" as debug=true), in order."""
     out = {}
     for part in self.arg.split(",")[1:]:
@@ -143,9 +144,9 @@ class Sweep:
   """
   name: str
   description: str
-  runs: Tuple[Run, ...]
+  runs: tuple[Run, ...]
   metric: str
-  data: Tuple[Tuple[str, str], ...] = ()
+  data: tuple[tuple[str, str], ...] = ()
 
   def __post_init__(self):
     names = [r.name for r in self.runs]
@@ -168,7 +169,7 @@ class Sweep:
 
 def _grid(config: str, algebras: Sequence[str], matches: Sequence[str], extra: str = "",
           overrides: Mapping[str, Any] = (), sparsities: Sequence[float] = (),
-          sparse_algebras: Sequence[str] = SPARSE_ALGEBRAS) -> Tuple[Run, ...]:
+          sparse_algebras: Sequence[str] = SPARSE_ALGEBRAS) -> tuple[Run, ...]:
   """algebras x matches (dense; r once, it is its own match), then sparse_algebras x sparsities."""
   overrides = tuple(dict(overrides).items())
   runs = []
@@ -193,7 +194,7 @@ CIFAR_SMALL_ARG = ",match=params,folder={cifar10},preset=small,steps=%d" % CIFAR
 SMALL_SPARSITY = (("sparsity.frequency", 10),)
 
 
-def _cifar_small() -> Tuple[Run, ...]:
+def _cifar_small() -> tuple[Run, ...]:
   config = "configs/cifar10_resnet.py"
   runs = [Run(config, alg + CIFAR_SMALL_ARG) for alg in PAPER_ALGEBRAS]
   for alg in ("c", "h"):
@@ -202,7 +203,7 @@ def _cifar_small() -> Tuple[Run, ...]:
   return tuple(runs)
 
 
-def _cifar_small_sparse() -> Tuple[Run, ...]:
+def _cifar_small_sparse() -> tuple[Run, ...]:
   return tuple(Run("configs/cifar10_resnet.py", alg + CIFAR_SMALL_ARG,
                    SMALL_SPARSITY + ((SPARSITY_TARGET, 0.9),)) for alg in SPARSE_ALGEBRAS)
 
@@ -214,7 +215,7 @@ _TEXT_DATA = (("text", "a plain text file (e.g. tinyshakespeare's input.txt from
 _IMAGENET_DATA = (("imagenet", "TFDS data_dir holding (or to prepare) imagenet2012, see "
                                "scripts/prepare_imagenet.md"),)
 
-SWEEPS: Dict[str, Sweep] = {}
+SWEEPS: dict[str, Sweep] = {}
 
 
 def _register(sweep: Sweep) -> None:
@@ -299,12 +300,10 @@ PAPER_SWEEPS = ("imagenet_resnet50", "imagenet_mobilenet_v1", "enwik8_transforme
 
 def get(name: str) -> Sweep:
   """SWEEPS[name]; ValueError naming the sweeps for an unknown name."""
-  if name not in SWEEPS:
-    raise ValueError(f"unknown sweep {name!r}; sweeps: {sorted(SWEEPS)}")
-  return SWEEPS[name]
+  return SWEEPS[common.check_choice(name, sorted(SWEEPS), "sweep")]
 
 
-def select(sweep: Sweep, only: Optional[str]) -> List[Run]:
+def select(sweep: Sweep, only: Optional[str]) -> list[Run]:
   """The sweep's runs whose name matches the regex `only` (all if None)."""
   if not only:
     return list(sweep.runs)

@@ -14,7 +14,6 @@ import os
 import pathlib
 import platform
 import subprocess
-from typing import List
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -47,7 +46,7 @@ def machine() -> str:
   return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def read_jsonl(path: pathlib.Path) -> List[dict]:
+def read_jsonl(path: pathlib.Path) -> list[dict]:
   records = []
   if path.exists():
     for line in path.read_text().splitlines():

@@ -61,7 +61,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -82,7 +82,7 @@ def _fmt(v, spec=".2f"):
   return format(v, spec)
 
 
-def render_devices(res, report) -> List[str]:
+def render_devices(res, report) -> list[str]:
   i = res["info"]
   if "peak_tflops" not in i:
     return []
@@ -90,7 +90,7 @@ def render_devices(res, report) -> List[str]:
           f"{i['peak_tflops']:.1f} TFLOP/s (min of 10 runs): the ceiling of the training rows."]
 
 
-def render_multidevice(res, report) -> List[str]:
+def render_multidevice(res, report) -> list[str]:
   lines = ["| mesh | devices | batch | steps | training losses | valid bpc | memories on |",
            "|---|---|---|---|---|---|---|"]
   for r in res["rows"]:
@@ -106,7 +106,7 @@ def render_multidevice(res, report) -> List[str]:
   return lines
 
 
-def render_ops(res, report) -> List[str]:
+def render_ops(res, report) -> list[str]:
   if not res["rows"]:
     return []
   o = report["profile"]["ops"]
@@ -116,7 +116,7 @@ def render_ops(res, report) -> List[str]:
           benchmark_ops.markdown_rows(res["rows"])]
 
 
-def render_train(res, report) -> List[str]:
+def render_train(res, report) -> list[str]:
   info, rows = res["info"], res["rows"]
   if not rows:
     return []
@@ -151,7 +151,7 @@ def render_train(res, report) -> List[str]:
   return lines
 
 
-def render_decode(res, report) -> List[str]:
+def render_decode(res, report) -> list[str]:
   if not res["rows"]:
     return []
   import benchmark_models
@@ -212,7 +212,7 @@ def render_block(report) -> str:
   return "\n".join(lines).rstrip() + "\n"
 
 
-def summary_lines(report) -> List[str]:
+def summary_lines(report) -> list[str]:
   out = [f"accelerator check: {device_label(report)}, {report['wall_s']:.0f} s of "
          f"{report['budget_s']:.0f} s"]
   for name, res in report["sections"].items():
@@ -229,8 +229,8 @@ def summary_lines(report) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- parent side
-def section_cap(sections_left: List[str], left: float, shares: Dict[str, float],
-                fixed: Dict[str, float]) -> float:
+def section_cap(sections_left: list[str], left: float, shares: dict[str, float],
+                fixed: dict[str, float]) -> float:
   """Seconds for sections_left[0], with `left` seconds for all of sections_left.
 
   A section with a fixed cap gets it (if the later fixed caps leave that much); the others
@@ -244,7 +244,7 @@ def section_cap(sections_left: List[str], left: float, shares: Dict[str, float],
   return free * shares[name] / sum(shares[s] for s in flexible)
 
 
-def _run_child(name: str, argv: List[str], cap: float, tmp: pathlib.Path, env) -> dict:
+def _run_child(name: str, argv: list[str], cap: float, tmp: pathlib.Path, env) -> dict:
   """Runs one section in a subprocess killed at `cap` seconds; its result dict."""
   path = tmp / f"{name}.json"
   margin = min(10.0, 0.1 * cap)
@@ -253,7 +253,7 @@ def _run_child(name: str, argv: List[str], cap: float, tmp: pathlib.Path, env) -
   t0 = time.time()
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env, cwd=ROOT, start_new_session=True)
-  tail: List[str] = []
+  tail: list[str] = []
 
   def pump():
     for line in proc.stdout:
@@ -377,7 +377,7 @@ def parent_main(args) -> int:
   return 0 if ok else 1
 
 
-def _caps(text: str) -> Dict[str, float]:
+def _caps(text: str) -> dict[str, float]:
   out = {}
   for item in filter(None, text.split(",")):
     name, _, value = item.partition("=")

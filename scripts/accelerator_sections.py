@@ -44,7 +44,7 @@ import pathlib
 import sys
 import time
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -128,7 +128,7 @@ class Context:
     # Scratch space (workdirs, a corpus) beside the result, removed by the driver at the end.
     self.workdir = self.path.with_name(self.path.stem + "_work")
     self.workdir.mkdir(parents=True, exist_ok=True)
-    self.data: Dict[str, Any] = {"status": "running", "rows": [], "notes": [], "info": {},
+    self.data: dict[str, Any] = {"status": "running", "rows": [], "notes": [], "info": {},
                                  "not_run": [], "error": None}
     self.save()
 
@@ -496,7 +496,7 @@ def section_decode(ctx: Context) -> None:
   ctx.save()
 
 
-SECTIONS: Dict[str, Any] = {  # name -> function of a Context
+SECTIONS: dict[str, Any] = {  # name -> function of a Context
     "devices": section_devices,
     "multidevice": section_multidevice,
     "ops": section_ops,

@@ -178,7 +178,7 @@ def test_quickstart_bad_algebra_is_one_line(tmp_path):
 def test_launch_and_collect_errors_are_one_line(tmp_path):
   code, _, err = _run("--sweep=nosuch", "--print_commands", module="experiments.launch")
   assert code == 2 and err.strip().count("\n") == 0, err
-  assert re.match(r"error: unknown sweep 'nosuch'", err), err
+  assert re.match(r"error: Unknown sweep 'nosuch'", err), err
   code, _, err = _run(f"--root={tmp_path / 'none'}", module="experiments.collect")
   assert code == 2 and err.strip().count("\n") == 0 and err.startswith("error: "), err
 
@@ -189,7 +189,7 @@ def test_launch_and_collect_errors_are_one_line(tmp_path):
     ("algebranets.costs", ["--config=" + LM + ":zz"], 1, r"^error: Unknown algebra 'zz'"),
     ("algebranets.sparsity", ["export", "--workdir={tmp}/none", "--out={tmp}/x.npz"], 1,
      r"^error: \S+/none/config.json not found"),
-    ("experiments.sweeps", ["--sweep=zz"], 2, r"^error: unknown sweep 'zz'; sweeps: \["),
+    ("experiments.sweeps", ["--sweep=zz"], 2, r"^error: Unknown sweep 'zz'; valid: "),
 ])
 def test_sample_costs_sparsity_and_sweeps_errors_are_one_line(tmp_path, module, args, code, says):
   got, _, err = _run(*[a.format(tmp=tmp_path) for a in args], module=module)

@@ -126,7 +126,8 @@ def test_cli_config_per_algebra_with_overrides(capsys, data):
   out = json.loads(capsys.readouterr().out)
   assert out["unit"] == "token" and [r["algebra"] for r in out["rows"]] == ["r", "m2r"]
   for row in out["rows"]:
-    model = {k: v for k, v in row["model"].items() if k != "name"}
+    assert row["model_name"] == "transformer_xl"
+    model = row["model"]
     assert (model["d_model"], model["d_inner"]) == (48, 96)
     traced = txl.model_costs(model, row["algebra"], seq_len=16)
     assert row["params"] == traced.total_params

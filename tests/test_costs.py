@@ -16,8 +16,10 @@ import pytest
 from algebranets import algebras
 from algebranets import cost_report
 from algebranets import costs
+from algebranets import models
 from algebranets import nn as ann
 from algebranets import ops
+from algebranets.models import transformer_xl as txl
 
 # Real multiplies per product, typed in from the table in PAPER.md (not read
 # from the Algebra objects, so a wrong structure tensor would show up here).
@@ -345,7 +347,6 @@ def test_xla_gauss_path_does_the_fast_count():
 
 def test_cli_model_table_counts_the_model(capsys):
   # The CLI's params for a registered model equal the model's parameter leaves.
-  from algebranets import models
   cost_report.main(["--model", "cifar_resnet20", "--algebras", "r,m2r", "--json"])
   out = json.loads(capsys.readouterr().out)
   for row in out["rows"]:
@@ -405,7 +406,6 @@ def test_jaxpr_macs_cond_scan_and_conv():
 
 def test_image_models_have_no_other_macs():
   # ResNet and MobileNet: every multiply-add is in a weight layer (pooling is a reduction).
-  from algebranets import models
   for name in ("resnet50", "mobilenet_v1"):
     report = costs.model_costs(lambda x, n=name: models.MODELS[n](num_classes=1000)(
         x, is_training=False), S((1, 224, 224, 3), F32))
@@ -426,7 +426,6 @@ def _txl_hand_macs(b, t, m, c, h, ch, f, n_layers, mults, d):
 
 @pytest.mark.parametrize("name", ["r", "c", "m2r"])
 def test_transformer_xl_all_macs_hand_formula(name):
-  from algebranets.models import transformer_xl as txl
   b, t, m, c, h, ch, f, n_layers, v = 2, 8, 12, 16, 2, 8, 32, 2, 64
   config = dict(vocab_size=v, d_model=c, n_layers=n_layers, n_heads=h, d_head=ch, d_inner=f,
                 mem_len=m)
@@ -439,7 +438,6 @@ def test_transformer_xl_all_macs_hand_formula(name):
 
 
 def test_transformer_xl_adaptive_softmax_counts_what_the_step_computes():
-  from algebranets.models import transformer_xl as txl
   b, t, m, c, h, ch, f, n_layers = 2, 8, 8, 16, 2, 8, 32, 1
   config = dict(vocab_size=64, d_model=c, n_layers=n_layers, n_heads=h, d_head=ch, d_inner=f,
                 mem_len=m, cutoffs=(20, 40), tail_capacity=0.125)
@@ -460,7 +458,6 @@ def test_transformer_xl_all_macs_agree_with_xla_cost_analysis():
   # norms, softmax, residuals): O(activations), about 1/C of the contractions. So XLA's flops
   # / 2 lie just above all_macs -- here 1.6% -- while the weight-layer MACs miss the attention
   # and logits (22% of the program at this size).
-  from algebranets.models import transformer_xl as txl
   b, t, c, v = 2, 64, 128, 256
   config = dict(vocab_size=v, d_model=c, n_layers=2, n_heads=4, d_head=32, d_inner=512,
                 mem_len=t)

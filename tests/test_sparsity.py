@@ -16,6 +16,7 @@ import optax
 import pytest
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import costs
 from algebranets import models
 from algebranets import nn as ann
@@ -307,7 +308,7 @@ def test_pruner_update_changes_masks_only_on_update_steps_under_jit():
 # ----------------------------------------------------------------------------- names
 def _names(fn, *args):
   params = jax.eval_shape(hk.transform_with_state(fn).init, jax.random.PRNGKey(0), *args)[0]
-  return params, [n for n in sparsity._named_leaves(params)]  # pylint: disable=protected-access
+  return params, [n for n in common.named_leaves(params)]
 
 
 def _image_params(name):
@@ -532,7 +533,7 @@ def test_nm_and_erk_masks_export_round_trip(tmp_path):
     masked = sparsity.apply_masks(params, masks)
     sparsity.save(tmp_path / "m.npz", sparsity.compress(pruner, masked, masks))
     back = sparsity.load(tmp_path / "m.npz")
-    for name, (keys, leaf) in sparsity._named_leaves(masked).items():
+    for name, (keys, leaf) in common.named_leaves(masked).items():
       node = back
       for k in keys:
         node = node[k]

@@ -92,12 +92,13 @@ import jax
 import numpy as np
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import nn as ann
 
 __all__ = [
     "dense_macs", "conv_macs", "dense_params", "conv_params", "embed_params", "structure_params",
     "LayerCost", "ModelCost", "model_costs", "format_table", "algebra_table",
-    "block_costs", "jaxpr_macs", "markdown",
+    "block_costs", "jaxpr_macs",
 ]
 
 AlgebraLike = Union[str, algebras.Algebra]
@@ -302,17 +303,15 @@ def _bias(module) -> bool:
   return bool(getattr(module, "with_bias", True))
 
 
-# Each handler maps (module, method name, input shape, output shape) of one
-# recorded call to (kind, algebra, params, macs, fast_macs).
-def _hk_linear(module, method, x, y):
-  del method
+# Each handler maps (module, input shape, output shape) of one recorded
+# `__call__` to (kind, algebra, params, macs, fast_macs).
+def _hk_linear(module, x, y):
   c_in, c_out = int(x[-1]), int(module.output_size)
   macs = dense_macs(_size(x[:-1]), c_in, c_out, "r")
   return "dense", algebras.REAL, dense_params(c_in, c_out, "r", _bias(module)), macs, macs
 
 
-def _hk_conv(module, method, x, y):
-  del method
+def _hk_conv(module, x, y):
   c_in, c_out = int(x[module.channel_index]), int(module.output_channels)
   groups = int(module.feature_group_count)
   pos = _size(y) // c_out
@@ -321,8 +320,7 @@ def _hk_conv(module, method, x, y):
           conv_params(module.kernel_shape, c_in, c_out, groups, "r", _bias(module)), macs, macs)
 
 
-def _hk_depthwise(module, method, x, y):
-  del method
+def _hk_depthwise(module, x, y):
   c_in = int(x[module.channel_index])
   c_out = c_in * int(module.channel_multiplier)
   pos = _size(y) // c_out
@@ -331,14 +329,13 @@ def _hk_depthwise(module, method, x, y):
           conv_params(module.kernel_shape, c_in, c_out, c_in, "r", _bias(module)), macs, macs)
 
 
-def _hk_embed(module, method, x, y):
-  del method, x, y
+def _hk_embed(module, x, y):
+  del x, y
   params = embed_params(int(module.vocab_size), int(module.embed_dim), "r")
   return "embed", algebras.REAL, params, 0, 0
 
 
-def _nn_linear(module, method, x, y):
-  del method
+def _nn_linear(module, x, y):
   alg = module.algebra
   c_in, c_out = int(x[-2]), int(module.output_size)
   pos = _size(x[:-2])
@@ -346,8 +343,7 @@ def _nn_linear(module, method, x, y):
           dense_macs(pos, c_in, c_out, alg), dense_macs(pos, c_in, c_out, alg, fast=True))
 
 
-def _nn_conv(module, method, x, y):
-  del method
+def _nn_conv(module, x, y):
   alg = module.algebra
   # A folded M_n conv sees n× the channels on n× the positions (ops.fold).
   n = alg.matrix_base[0] if getattr(module, "folded", False) else 1
@@ -359,28 +355,31 @@ def _nn_conv(module, method, x, y):
           conv_macs(*args), conv_macs(*args, fast=True))
 
 
-def _nn_embed(module, method, x, y):
-  del method, x, y
+def _nn_embed(module, x, y):
+  del x, y
   alg = module.algebra
   return "embed", alg, embed_params(int(module.vocab_size), int(module.embed_dim), alg), 0, 0
 
 
-# The recorded layer types, most specific first; (types, methods, handler).
-_LAYERS: tuple[tuple[tuple[type, ...], tuple[str, ...], Callable], ...] = (
-    ((ann.Linear,), ("__call__",), _nn_linear),
-    ((ann.Conv2D,), ("__call__",), _nn_conv),
-    ((ann.Embed,), ("__call__",), _nn_embed),
-    ((hk.Linear,), ("__call__",), _hk_linear),
-    ((hk.ConvND,), ("__call__",), _hk_conv),
-    ((hk.DepthwiseConv1D, hk.DepthwiseConv2D, hk.DepthwiseConv3D), ("__call__",), _hk_depthwise),
-    ((hk.Embed,), ("__call__",), _hk_embed),
+# The recorded layer types, most specific first: (types, handler of their `__call__`).
+_LAYERS: tuple[tuple[tuple[type, ...], Callable], ...] = (
+    ((ann.Linear,), _nn_linear),
+    ((ann.Conv2D,), _nn_conv),
+    ((ann.Embed,), _nn_embed),
+    ((hk.Linear,), _hk_linear),
+    ((hk.ConvND,), _hk_conv),
+    ((hk.DepthwiseConv1D, hk.DepthwiseConv2D, hk.DepthwiseConv3D), _hk_depthwise),
+    ((hk.Embed,), _hk_embed),
 )
 
 
-def _handler(module, method):
-  for types, methods, handler in _LAYERS:
+def _handler(module, method: str) -> Optional[Callable]:
+  """The handler of a call of `module.method`: only `__call__` of a recorded type has one."""
+  if method != "__call__":
+    return None
+  for types, handler in _LAYERS:
     if isinstance(module, types):
-      return handler if method in methods else None
+      return handler
   return None
 
 
@@ -501,7 +500,7 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
     a, k = jax.tree_util.tree_unflatten(treedef, full)
     return fn(*a, **k)
 
-  records: list[tuple[Any, str, tuple[int, ...], tuple[int, ...], Callable]] = []
+  records: list[tuple[Any, tuple[int, ...], tuple[int, ...], Callable]] = []
   depth = [0]
 
   def interceptor(next_f, f_args, f_kwargs, context):
@@ -516,7 +515,7 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
     finally:
       depth[0] -= 1
     y = out[0] if isinstance(out, (tuple, list)) else out
-    records.append((context.module, context.method_name, tuple(x.shape), tuple(y.shape), handler))
+    records.append((context.module, tuple(x.shape), tuple(y.shape), handler))
     return out
 
   def recorded_fn(*arrays):
@@ -532,8 +531,8 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
   other_macs = jaxpr_macs(program, skip_scope=_LAYER_SCOPE)
 
   layers, calls = [], {}
-  for module, method, x, y, handler in records:
-    result = handler(module, method, x, y)
+  for module, x, y, handler in records:
+    result = handler(module, x, y)
     kind, alg, layer_params, macs, fast = result
     name = module.module_name
     call = calls.get(name, 0)
@@ -556,23 +555,6 @@ def model_costs(fn: Callable[..., Any], *args, **kwargs) -> ModelCost:
 
 
 # ------------------------------------------------------------------- tables
-def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A markdown table of `rows` under `header`; columns of numbers are right-aligned."""
-  cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-  # Right-align the columns that hold only numbers (blank cells allowed).
-  numeric = [len(cells) > 1 and all(r[i].replace(",", "").isdigit() for r in cells[1:] if r[i])
-             for i in range(len(header))]
-
-  def line(r):
-    return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                             for c, w, num in zip(r, widths, numeric)) + " |"
-
-  rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                        for w, num in zip(widths, numeric)) + "|"
-  return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
-
-
 def _shape(s) -> str:
   return "[" + ",".join(str(d) for d in s) + "]"
 
@@ -591,7 +573,7 @@ def format_table(report: ModelCost) -> str:
                  f"{report.other_macs:,}", f"{report.other_macs:,}"])
   rows.append(["total", "", "", "", "", f"{report.total_params:,}", f"{report.all_macs:,}",
                f"{report.all_fast_macs:,}"])
-  table = markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
+  table = common.markdown(["layer", "kind", "algebra", "input", "output", "params", "MACs",
                      "fast MACs"], rows)
   check = "ok" if report.params_consistent else "MISMATCH"
   return (f"{table}\n\nparameter check (weight layers {report.layer_params:,} + other "

@@ -31,8 +31,9 @@ The image pipelines need the "images" extra (tensorflow, tensorflow-datasets), i
 an image dataset is built. The default text corpus, "stdlib", needs no download at all.
 """
 
-from typing import Any, Callable, Dict, Iterator, Protocol, Tuple
+from typing import Any, Callable, Iterator, Protocol
 
+from algebranets import common
 from algebranets.data import images, text
 from algebranets.data.images import ImageDataset
 from algebranets.data.text import TextDataset, eval_stream_batches, stream_batches
@@ -43,14 +44,14 @@ class Dataset(Protocol):
   name: str
   description: str
   train_split: str
-  eval_splits: Tuple[str, ...]
+  eval_splits: tuple[str, ...]
 
   def train_batches(self, batch_size: int, *, process_index: int = 0, process_count: int = 1,
-                    start_step: int = 0, seed: int = 0) -> Iterator[Dict[str, Any]]:
+                    start_step: int = 0, seed: int = 0) -> Iterator[dict[str, Any]]:
     ...
 
   def eval_batches(self, split: str, batch_size: int, *, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[Dict[str, Any]]:
+                   process_count: int = 1) -> Iterator[dict[str, Any]]:
     ...
 
   def num_eval_steps(self, split: str, batch_size: int, process_count: int = 1) -> int:
@@ -58,7 +59,7 @@ class Dataset(Protocol):
 
 
 # name -> builder(**kwargs) -> Dataset. Paths and sizes are the builders' keyword arguments.
-DATASETS: Dict[str, Callable[..., Dataset]] = {
+DATASETS: dict[str, Callable[..., Dataset]] = {
     "stdlib": text.stdlib,            # the embedded default text corpus (no download)
     "enwik8": text.enwik8,            # path: enwik8.zip or enwik8
     "wikitext103": text.wikitext103,  # path: wikitext-103-v1.zip or wikitext-103/
@@ -73,9 +74,7 @@ DEFAULT_TEXT = "stdlib"
 
 def build(name: str, **kwargs) -> Dataset:
   """DATASETS[name](**kwargs), with a ValueError naming the choices for an unknown name."""
-  if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; datasets: {sorted(DATASETS)}")
-  return DATASETS[name](**kwargs)
+  return DATASETS[common.check_choice(name, sorted(DATASETS), "dataset")](**kwargs)
 
 
 __all__ = [

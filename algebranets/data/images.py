@@ -50,10 +50,11 @@ import os
 import pathlib
 import re
 import sys
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
+from algebranets import common
 from algebranets import errors
 from algebranets import logs
 
@@ -201,9 +202,7 @@ def preprocess(data, *, recipe: str, train: bool, image_size: int, mean: Sequenc
   `seed`, a pair of ints (or an int64 [2] tensor), keys the training augmentation.
   """
   tf = _tf()
-  if recipe not in RECIPES:
-    raise ValueError(f"unknown recipe {recipe!r}; recipes: {sorted(RECIPES)}")
-  fn = RECIPES[recipe][0 if train else 1]
+  fn = RECIPES[common.check_choice(recipe, sorted(RECIPES), "recipe")][0 if train else 1]
   image = fn(tf, data, kind, image_size, tf.cast(seed, tf.int64))
   image = tf.ensure_shape(tf.cast(image, tf.float32), [image_size, image_size, 3])
   return (image / 255.0 - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
@@ -246,7 +245,7 @@ class TFDSSource:
                        f"{split!r} (recorded: {dict(self.split_sizes)}); is it prepared?")
     return self.split_sizes[split]
 
-  def host_part(self, split: str, process_index: int, process_count: int) -> Tuple[Any, int]:
+  def host_part(self, split: str, process_index: int, process_count: int) -> tuple[Any, int]:
     """Host p's part of `split` (`tfds.split_for_jax_process`) and its number of examples."""
     part = _tfds().split_for_jax_process(split, process_index=process_index,
                                          process_count=process_count)
@@ -285,17 +284,16 @@ class ImageDataset:
   image_size: int
   source: Any
   recipe: str
-  mean: Tuple[float, float, float]
-  std: Tuple[float, float, float]
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
   train_split: str
-  eval_splits: Tuple[str, ...]
+  eval_splits: tuple[str, ...]
   description: str
-  class_names: Optional[Tuple[str, ...]] = None
+  class_names: Optional[tuple[str, ...]] = None
   shuffle_buffer: int = SHUFFLE_BUFFER
 
   def __post_init__(self):
-    if self.recipe not in RECIPES:
-      raise ValueError(f"unknown recipe {self.recipe!r}; recipes: {sorted(RECIPES)}")
+    common.check_choice(self.recipe, sorted(RECIPES), "recipe")
 
   @property
   def info(self) -> dict:
@@ -305,7 +303,7 @@ class ImageDataset:
             "recipe": self.recipe, "sizes": sizes}
 
   @property
-  def splits(self) -> Tuple[str, ...]:
+  def splits(self) -> tuple[str, ...]:
     return (self.train_split, *self.eval_splits)
 
   def num_examples(self, split: str) -> int:
@@ -717,7 +715,7 @@ def _tfds_builder(name: str, data_dir):
         damaged_hint=f"delete the damaged files under {data_dir} and prepare it again") from e
 
 
-def _tfds_labels(builder) -> Tuple[int, Tuple[str, ...]]:
+def _tfds_labels(builder) -> tuple[int, tuple[str, ...]]:
   label = builder.info.features["label"]
   return label.num_classes, tuple(label.names)
 
@@ -725,8 +723,7 @@ def _tfds_labels(builder) -> Tuple[int, Tuple[str, ...]]:
 def cifar(name: str, *, data_dir=None, download: bool = True, image_size: int = 32,
           recipe: str = "cifar", mean=None, std=None) -> ImageDataset:
   """TFDS `cifar10` or `cifar100`, loaded into memory (train 50,000, test 10,000)."""
-  if name not in ("cifar10", "cifar100"):
-    raise ValueError(f"unknown CIFAR variant {name!r}; choices: ['cifar10', 'cifar100']")
+  common.check_choice(name, ("cifar10", "cifar100"), "CIFAR variant")
   _tf()
   tfds = _tfds()
   builder = _tfds_builder(name, data_dir)

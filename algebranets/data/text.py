@@ -63,7 +63,7 @@ import sysconfig
 import uuid
 import zipfile
 import zlib
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class TextDataset:
   vocab: Optional[Sequence[str]] = None
   symbols: Optional[Sequence[int]] = None
   train_split: str = "train"
-  eval_splits: Tuple[str, ...] = ("valid", "test")
+  eval_splits: tuple[str, ...] = ("valid", "test")
   files: Optional[Mapping[str, str]] = None
 
   def check_batch_size(self, batch_size: int) -> None:
@@ -197,7 +197,7 @@ def num_eval_steps(num_tokens: int, batch_size: int, seq_len: int) -> int:
 
 def stream_batches(tokens: np.ndarray, batch_size: int, seq_len: int, process_index: int = 0,
                    process_count: int = 1, start_step: int = 0,
-                   ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Endless training batches (inputs, targets), int32 [Bh, T], Transformer-XL style.
 
   Row r of the global batch is the stream tokens[r·L : r·L + L + 1], L = (N - 1) // B; step s
@@ -238,7 +238,7 @@ def stream_batches(tokens: np.ndarray, batch_size: int, seq_len: int, process_in
 
 def eval_stream_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
                         process_index: int = 0, process_count: int = 1,
-                        ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """Finite eval batches (inputs, targets int32 [Bh, T], mask bool [Bh, T]).
 
   Row r is tokens[r·L : r·L + L + 1] with L = ceil((N - 1) / B); positions past a row's L targets
@@ -338,7 +338,7 @@ def _split_by_sizes(data: np.ndarray, sizes: Sequence[int]) -> dict:
   return {s: data[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)}
 
 
-def _proportional_sizes(n: int, weights: Sequence[float]) -> Tuple[int, int, int]:
+def _proportional_sizes(n: int, weights: Sequence[float]) -> tuple[int, int, int]:
   total = float(sum(weights))
   train = int(n * weights[0] / total)
   valid = int(n * weights[1] / total)

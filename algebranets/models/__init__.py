@@ -18,6 +18,7 @@ match="params")` gives the algebra model of the real one's size.
 import functools
 from typing import Callable
 
+from algebranets import common
 from algebranets.models import matching, mobilenet, resnet
 from algebranets.models.matching import (
     MATCH_KINDS, MatchResult, match_image_model, match_width, model_size, scaled_channels)
@@ -51,9 +52,7 @@ MODELS: dict[str, Callable] = {
 
 def get_model(name: str) -> Callable:
   """The constructor registered under `name`."""
-  if name not in MODELS:
-    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODELS)}.")
-  return MODELS[name]
+  return MODELS[common.check_choice(name, MODELS, "model")]
 
 
 __all__ = [

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import costs
 
 __all__ = ["MATCH_KINDS", "MatchResult", "scaled_channels", "check_width", "match_width",
@@ -210,8 +211,7 @@ def match_width(size_of_width: Callable[[float], float], target: float, *,
 def model_size(fn: Callable[..., Any], *args, match: str = "params", **kwargs) -> int:
   """Real parameters, weight-layer MACs or all MACs ("flops") of the Haiku model
   `fn(*args, **kwargs)` (abstract)."""
-  if match not in MATCH_KINDS:
-    raise ValueError(f"Unknown match {match!r}; valid: {', '.join(MATCH_KINDS)}.")
+  common.check_choice(match, MATCH_KINDS, "match")
   report = costs.model_costs(fn, *args, **kwargs)
   if match == "params":
     return int(report.total_params)
@@ -259,8 +259,7 @@ def match_image_model(constructor: Callable[..., Any], algebra, *, match: str = 
   Returns:
     A MatchResult; build the model with `width=result.width`.
   """
-  if match not in MATCH_KINDS:
-    raise ValueError(f"Unknown match {match!r}; valid: {', '.join(MATCH_KINDS)}.")
+  common.check_choice(match, MATCH_KINDS, "match")
   args = (match, image_size, num_classes, model_kwargs)
   if target is None:
     target = _image_model_size(constructor, check_width(reference_width), reference_algebra,

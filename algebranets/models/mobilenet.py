@@ -44,10 +44,11 @@ import jax.numpy as jnp
 import haiku as hk
 
 from algebranets import algebras as algebras_lib
+from algebranets import common
 from algebranets import nn as ann
 from algebranets.models import matching
 from algebranets.models.resnet import (
-    HEADS, LayerChoices, check_bn_config, check_choice, classifier, default_lift,
+    HEADS, LayerChoices, check_bn_config, classifier, default_lift,
     head_dtype)
 
 __all__ = ["MobileNetV1", "MOBILENET_V1_BLOCKS"]
@@ -115,8 +116,9 @@ class MobileNetV1(hk.Module):
     self.blocks = tuple((scale(c), s) for c, s in blocks)
     self.layers = LayerChoices(alg, check_bn_config(bn_config), activation, w_init, conv_path,
                                folded, padding)
-    self.lift = default_lift(alg) if lift is None else check_choice(lift, ann.LIFT_MODES, "lift")
-    self.head = check_choice(head, HEADS, "head")
+    self.lift = (default_lift(alg) if lift is None
+                 else common.check_choice(lift, ann.LIFT_MODES, "lift"))
+    self.head = common.check_choice(head, HEADS, "head")
     self.head_component = head_component
     self.dropout_rate = float(dropout_rate)
     self.dropout_unit = ann.check_dropout_unit(dropout_unit)

@@ -86,6 +86,7 @@ import jax.numpy as jnp
 import haiku as hk
 
 from algebranets import algebras as algebras_lib
+from algebranets import common
 from algebranets import nn as ann
 from algebranets import ops
 from algebranets.models import matching
@@ -155,12 +156,6 @@ def classifier(x, num_classes: int, algebra, head: str, head_component):
                        name="project")(x)                                    # [B, K]
 
 
-def check_choice(value, choices, what):
-  if value not in choices:
-    raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(map(str, choices))}.")
-  return value
-
-
 class LayerChoices:
   """The conv / BN / activation choices of one model, shared by its blocks.
 
@@ -175,7 +170,7 @@ class LayerChoices:
     self.w_init = w_init
     self.conv_path = conv_path
     self.folded = bool(folded)
-    self.padding = check_choice(padding, PADDINGS, "padding")
+    self.padding = common.check_choice(padding, PADDINGS, "padding")
     if self.folded:
       if algebra.matrix_base is None:
         raise ValueError(f"folded=True needs a matrix algebra M_n(B) (m2r, m3r, m4r, m2c, "
@@ -338,10 +333,11 @@ class ResNet(hk.Module):
     self.channels = tuple(matching.scaled_channels(int(c), self.width, channel_divisor)
                           for c in stage_channels)
     self.bottleneck = bool(bottleneck)
-    self.stem = check_choice(stem, STEMS, "stem")
-    self.shortcut = check_choice(shortcut, SHORTCUTS, "shortcut")
-    self.lift = default_lift(alg) if lift is None else check_choice(lift, ann.LIFT_MODES, "lift")
-    self.head = check_choice(head, HEADS, "head")
+    self.stem = common.check_choice(stem, STEMS, "stem")
+    self.shortcut = common.check_choice(shortcut, SHORTCUTS, "shortcut")
+    self.lift = (default_lift(alg) if lift is None
+                 else common.check_choice(lift, ann.LIFT_MODES, "lift"))
+    self.head = common.check_choice(head, HEADS, "head")
     self.head_component = head_component
     self.zero_init_last_bn = bool(zero_init_last_bn)
     if isinstance(w_init, str):

@@ -27,7 +27,9 @@ The blocks (`base_config`), read by `training.train` and nowhere else:
 
   experiment, algebra, match, match_tolerance, seed
   task       name (a key of training.tasks.TASKS) + the task's options
-  model      name (models.MODELS / tasks.LM_MODELS) + the model's constructor arguments
+  model_name the model's key in the registry (models.MODELS / tasks.LM_MODELS)
+  model      the model's constructor arguments, nothing else: the task builds
+             MODELS[model_name](algebra=..., **model)
   data       name (data.DATASETS) + the dataset builder's keyword arguments ("" = the
              builder's default, e.g. data_dir="" lets TFDS use ~/tensorflow_datasets)
   train      batch_size (global), num_steps or num_epochs, log_every, eval_every (0: at the
@@ -87,11 +89,13 @@ The blocks (`base_config`), read by `training.train` and nowhere else:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import ml_collections
 
 from algebranets import algebras
+from algebranets import common
+from algebranets.training import optim
 
 MODES = ("train", "eval", "train_and_eval")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -105,13 +109,13 @@ def _bool(v: str) -> bool:
   raise ValueError(f"expected a boolean (true/false), got {v!r}")
 
 
-COMMON_KEYS: Dict[str, Callable[[str], Any]] = {"match": str, "width": float}
+COMMON_KEYS: dict[str, Callable[[str], Any]] = {"match": str, "width": float}
 # Accepted values of `match` (training.tasks checks them again when it sizes the model).
 MATCH_KINDS = ("none", "params", "macs", "flops")
 LM_MATCH_KINDS = MATCH_KINDS + ("width",)
 # Image experiments also take folder=PATH: train on an image folder PATH/<split>/<label>/*.jpg
 # (split "train"; every other split directory is evaluated) instead of the TFDS dataset.
-IMAGE_KEYS: Dict[str, Callable[[str], Any]] = {"folder": str}
+IMAGE_KEYS: dict[str, Callable[[str], Any]] = {"folder": str}
 
 
 def image_data(args: Mapping[str, Any], *, tfds_name: str, tfds_eval_split: str,
@@ -131,7 +135,7 @@ def image_data(args: Mapping[str, Any], *, tfds_name: str, tfds_eval_split: str,
 
 def parse_arg(arg: Optional[str], *, keys: Optional[Mapping[str, Callable[[str], Any]]] = None,
               match_kinds: Sequence[str] = MATCH_KINDS,
-              defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+              defaults: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
   """Parses '<algebra>[,debug][,key=value...]' (see the module docstring).
 
   Args:
@@ -148,7 +152,7 @@ def parse_arg(arg: Optional[str], *, keys: Optional[Mapping[str, Callable[[str],
   if not parts[0]:
     raise ValueError("the config argument must start with an algebra, e.g. "
                      f"--config=configs/<experiment>.py:m2r; algebras: {list(algebras.names())}")
-  out: Dict[str, Any] = {"match": "none", **(defaults or {})}
+  out: dict[str, Any] = {"match": "none", **(defaults or {})}
   out["algebra"] = algebras.get(parts[0]).name  # ValueError naming the algebras
   out["debug"] = False
   for part in parts[1:]:
@@ -166,14 +170,17 @@ def parse_arg(arg: Optional[str], *, keys: Optional[Mapping[str, Callable[[str],
       out[key] = allowed[key](value)
     except ValueError as e:
       raise ValueError(f"bad value for config argument {key}={value!r}: {e}") from e
-  if out["match"] not in match_kinds:
-    raise ValueError(f"unknown match {out['match']!r}; choices: {list(match_kinds)}")
+  common.check_choice(out["match"], match_kinds, "match")
   return out
 
 
 def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, Any],
-                model: Mapping[str, Any], data: Mapping[str, Any]) -> ml_collections.ConfigDict:
+                model_name: str, model: Mapping[str, Any], data: Mapping[str, Any]
+                ) -> ml_collections.ConfigDict:
   """Every block with its defaults; experiments then set what their recipe says."""
+  if "name" in model:  # it would reach the constructor as the Haiku module name
+    raise ValueError(f"model holds the constructor arguments only; pass the registry key as "
+                     f"model_name={model['name']!r}, not model['name']")
   c = ml_collections.ConfigDict()
   c.experiment = experiment
   c.algebra = args["algebra"]
@@ -183,6 +190,7 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
   c.match_tolerance = 0.02
   c.seed = 0
   c.task = ml_collections.ConfigDict(dict(task))
+  c.model_name = model_name
   c.model = ml_collections.ConfigDict(dict(model))
   c.data = ml_collections.ConfigDict(dict(data))
   c.train = ml_collections.ConfigDict(dict(
@@ -191,12 +199,7 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
       device_batch_size=0))
   c.eval = ml_collections.ConfigDict(dict(batch_size=256, splits=("valid",),
                                           checkpoint="latest"))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", lr=0.1, lr_batch_scale=0, schedule="cosine", warmup_steps=0,
-      warmup_epochs=0.0, end_lr_ratio=0.0, decay_boundaries=(0.5, 0.75), decay_factor=0.1,
-      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8, decay=0.9,
-      weight_decay=0.0, weight_decay_include=r"/w$", weight_decay_exclude="",
-      grad_clip_norm=0.0))
+  c.optimizer = ml_collections.ConfigDict(dict(optim.DEFAULTS))
   c.checkpoint = ml_collections.ConfigDict(dict(
       keep=3, keep_best=1, best_metric="", best_mode="", async_save=True))
   c.mixed_precision = ml_collections.ConfigDict(dict(compute_dtype="float32"))

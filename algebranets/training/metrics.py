@@ -20,7 +20,7 @@ import math
 import pathlib
 import sys
 import time
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional
 
 log = logging.getLogger("algebranets")
 
@@ -103,7 +103,7 @@ class Progress:
       self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
   def update(self, step: int, units_per_step: int, metrics: Mapping[str, float]
-             ) -> Tuple[Dict[str, float], float]:
+             ) -> tuple[dict[str, float], float]:
     """Reports training up to `step`.
 
     Returns ({"steps_per_s", "<unit>_per_s"}, seconds since the last update or reset).

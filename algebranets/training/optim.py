@@ -19,48 +19,79 @@ Learning rate: peak = lr · batch_size / lr_batch_scale (the linear scaling rule
   linear     a line from the peak to end_lr_ratio·peak
   piecewise  the peak times decay_factor^k after the k-th of decay_boundaries (fractions of
              all steps), e.g. (0.5, 0.75) and 0.1: He et al.'s CIFAR schedule
+
+`DEFAULTS` is the `config.optimizer` block with every default, declared here once
+(`config_lib.base_config` starts from it; `build` fills a block's missing keys from it).
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Mapping
 
 import jax
 import optax
 
+from algebranets import common
+
 SCHEDULES = ("constant", "cosine", "linear", "piecewise")
+
+# The optimizer block of every config, with its defaults (the one place they are written).
+DEFAULTS: Mapping[str, Any] = dict(
+    name="sgd",                     # a key of OPTIMIZERS
+    lr=0.1,                         # the peak learning rate (per lr_batch_scale examples)
+    lr_batch_scale=0,               # > 0: lr scales linearly with batch_size / lr_batch_scale
+    schedule="cosine",              # one of SCHEDULES, after the warm-up
+    warmup_steps=0,
+    warmup_epochs=0.0,              # > 0: the trainer sets warmup_steps from it
+    end_lr_ratio=0.0,               # cosine / linear end at end_lr_ratio · peak
+    decay_boundaries=(0.5, 0.75),   # piecewise: fractions of all steps ...
+    decay_factor=0.1,               # ... after each of which the rate is multiplied by this
+    momentum=0.9,                   # sgd, rmsprop (0: none)
+    nesterov=False,                 # sgd
+    b1=0.9, b2=0.999, eps=1e-8,     # adam, adamw (rmsprop: eps)
+    decay=0.9,                      # rmsprop
+    weight_decay=0.0,
+    weight_decay_include=r"/w$",    # regexes on the parameter name (module docstring)
+    weight_decay_exclude="",
+    grad_clip_norm=0.0,             # > 0: clip the gradients' global norm
+)
+
+
+def _options(cfg) -> dict[str, Any]:
+  """The block `cfg` (a ConfigDict or a mapping) with its missing keys from DEFAULTS."""
+  given = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+  return {**DEFAULTS, **given}
 
 
 def peak_learning_rate(cfg, batch_size: int) -> float:
   """cfg.lr scaled linearly with the batch (when cfg.lr_batch_scale > 0)."""
-  if cfg.get("lr_batch_scale", 0):
-    return float(cfg.lr) * batch_size / float(cfg.lr_batch_scale)
-  return float(cfg.lr)
+  o = _options(cfg)
+  if o["lr_batch_scale"]:
+    return float(o["lr"]) * batch_size / float(o["lr_batch_scale"])
+  return float(o["lr"])
 
 
 def make_schedule(cfg, num_steps: int, batch_size: int) -> optax.Schedule:
   """The learning rate at each step (see the module docstring)."""
-  name = cfg.get("schedule", "cosine")
-  if name not in SCHEDULES:
-    raise ValueError(f"unknown learning-rate schedule {name!r}; schedules: {list(SCHEDULES)}")
-  peak = peak_learning_rate(cfg, batch_size)
-  warmup = int(cfg.get("warmup_steps", 0))
+  o = _options(cfg)
+  name = common.check_choice(o["schedule"], SCHEDULES, "learning-rate schedule")
+  peak = peak_learning_rate(o, batch_size)
+  warmup = int(o["warmup_steps"])
   if not 0 <= warmup < max(num_steps, 1):
     raise ValueError(f"warmup_steps={warmup} must be in [0, num_steps={num_steps})")
   rest = max(num_steps - warmup, 1)
-  end = peak * float(cfg.get("end_lr_ratio", 0.0))
+  end = peak * float(o["end_lr_ratio"])
   if name == "constant":
     main = optax.constant_schedule(peak)
   elif name == "cosine":
-    main = optax.cosine_decay_schedule(peak, rest, alpha=float(cfg.get("end_lr_ratio", 0.0)))
+    main = optax.cosine_decay_schedule(peak, rest, alpha=float(o["end_lr_ratio"]))
   elif name == "linear":
     main = optax.linear_schedule(peak, end, rest)
   else:
-    factor = float(cfg.get("decay_factor", 0.1))
+    factor = float(o["decay_factor"])
     bounds = {}
-    for fraction in cfg.get("decay_boundaries", (0.5, 0.75)):
+    for fraction in o["decay_boundaries"]:
       step = int(round(float(fraction) * num_steps)) - warmup
       if step > 0:
         bounds[step] = bounds.get(step, 1.0) * factor
@@ -71,25 +102,14 @@ def make_schedule(cfg, num_steps: int, batch_size: int) -> optax.Schedule:
 
 
 # ----------------------------------------------------------------------------- names
-def _key_name(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def param_names(params) -> Any:
   """A pytree like `params` holding each leaf's path "module/.../name"."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: "/".join(_key_name(k) for k in path), params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: common.path_name(path), params)
 
 
 def name_mask(params, include: str, exclude: str = "") -> Any:
   """True where a parameter's name matches `include` and not `exclude` (re.search)."""
-  inc = re.compile(include)
-  exc = re.compile(exclude) if exclude else None
-  return jax.tree.map(lambda n: bool(inc.search(n)) and not (exc and exc.search(n)),
-                      param_names(params))
+  return jax.tree.map(common.name_filter(include, exclude), param_names(params))
 
 
 def describe_mask(params, mask) -> str:
@@ -104,31 +124,29 @@ def describe_mask(params, mask) -> str:
 
 
 # ----------------------------------------------------------------------------- optimisers
-def _sgd(lr, cfg, _):
-  return optax.sgd(lr, momentum=cfg.get("momentum", 0.9) or None,
-                   nesterov=bool(cfg.get("nesterov", False)))
+# Each takes (lr schedule, the options: DEFAULTS filled in, weight-decay mask fn).
+def _sgd(lr, o, _):
+  return optax.sgd(lr, momentum=o["momentum"] or None, nesterov=bool(o["nesterov"]))
 
 
-def _adam(lr, cfg, _):
-  return optax.adam(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8))
+def _adam(lr, o, _):
+  return optax.adam(lr, b1=o["b1"], b2=o["b2"], eps=o["eps"])
 
 
-def _adamw(lr, cfg, mask):
-  return optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                     eps=cfg.get("eps", 1e-8), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                     mask=mask)
+def _adamw(lr, o, mask):
+  return optax.adamw(lr, b1=o["b1"], b2=o["b2"], eps=o["eps"],
+                     weight_decay=float(o["weight_decay"]), mask=mask)
 
 
-def _rmsprop(lr, cfg, _):
+def _rmsprop(lr, o, _):
   # TensorFlow's RMSProp, as in the TF-slim MobileNet recipes: mean square initialised to 1,
   # eps inside the square root (decay 0.9, momentum 0.9 and eps 1.0 there: set eps=1.0).
-  return optax.rmsprop(lr, decay=cfg.get("decay", 0.9), eps=cfg.get("eps", 1e-8),
-                       initial_scale=1.0, eps_in_sqrt=True,
-                       momentum=cfg.get("momentum", 0.9) or None)
+  return optax.rmsprop(lr, decay=o["decay"], eps=o["eps"], initial_scale=1.0, eps_in_sqrt=True,
+                       momentum=o["momentum"] or None)
 
 
-# name -> (lr schedule, config, weight-decay mask fn) -> GradientTransformation
-OPTIMIZERS: Dict[str, Callable[..., optax.GradientTransformation]] = {
+# name -> (lr schedule, options, weight-decay mask fn) -> GradientTransformation
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": _sgd,
     "adam": _adam,
     "adamw": _adamw,
@@ -138,20 +156,19 @@ _DECOUPLED = frozenset({"adamw"})  # optimisers that apply weight decay themselv
 
 
 def build(cfg, num_steps: int, batch_size: int
-          ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, schedule) from the config's `optimizer` block."""
-  name = cfg.get("name", "sgd")
-  if name not in OPTIMIZERS:
-    raise ValueError(f"unknown optimizer {name!r}; optimizers: {sorted(OPTIMIZERS)}")
-  schedule = make_schedule(cfg, num_steps, batch_size)
-  wd = float(cfg.get("weight_decay", 0.0))
-  mask = functools.partial(name_mask, include=cfg.get("weight_decay_include", ".*"),
-                           exclude=cfg.get("weight_decay_exclude", ""))
+          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, schedule) from the config's `optimizer` block (missing keys: DEFAULTS)."""
+  o = _options(cfg)
+  name = common.check_choice(o["name"], sorted(OPTIMIZERS), "optimizer")
+  schedule = make_schedule(o, num_steps, batch_size)
+  wd = float(o["weight_decay"])
+  mask = functools.partial(name_mask, include=o["weight_decay_include"],
+                           exclude=o["weight_decay_exclude"])
   parts = []
-  clip = float(cfg.get("grad_clip_norm", 0.0))
+  clip = float(o["grad_clip_norm"])
   if clip > 0:
     parts.append(optax.clip_by_global_norm(clip))
   if wd and name not in _DECOUPLED:
     parts.append(optax.add_decayed_weights(wd, mask=mask))
-  parts.append(OPTIMIZERS[name](schedule, cfg, mask))
+  parts.append(OPTIMIZERS[name](schedule, o, mask))
   return optax.chain(*parts), schedule

@@ -35,8 +35,3 @@ class TrainState(NamedTuple):
   carry: Any
   rng: jax.Array
   masks: Any = ()
-
-
-def num_params(params) -> int:
-  """Real parameters in a parameter pytree."""
-  return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -17,7 +17,7 @@ metrics are reduced in float32; batch-norm statistics are kept in float32 by `nn
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,7 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
 
 def make_init(task, tx: optax.GradientTransformation, mesh: Mesh, batch_size: int,
               pruner: Optional[sparsity.Pruner] = None, init_rows: Optional[int] = None
-              ) -> Tuple[Callable, TrainState, TrainState]:
+              ) -> tuple[Callable, TrainState, TrainState]:
   """(init_state jitted, abstract state with shardings, state shardings).
 
   batch_size: the rows of the global arrays the train step sees (B', padding included), which

@@ -2,7 +2,9 @@
 
 `TASKS` maps `config.task.name` to a class; `build(config, dataset)` makes one. A task holds
 only pure functions of arrays (the jitted steps in `step` call them) and the model's resolved
-sizes; it reads the config once, in its constructor.
+sizes; it reads the config once, in its constructor. `Task` declares what the trainer, the
+steps and the cost report call (tests/training/test_tasks.py checks every registered task
+against it).
 
   classification   image models of `models.MODELS` (ResNet, MobileNet): softmax cross-entropy
                    with label smoothing; batch-norm statistics as Haiku state; metrics top-1
@@ -38,7 +40,7 @@ its length): "params", "macs_per_example" / "macs_per_token", "all_macs_per_exam
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 import haiku as hk
 import jax
@@ -47,6 +49,7 @@ import numpy as np
 import optax
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import costs as costs_lib
 from algebranets import models
 from algebranets.data import text as text_data
@@ -56,20 +59,59 @@ from algebranets.training import config_lib
 MATCH_KINDS = config_lib.MATCH_KINDS          # "none", "params", "macs", "flops"
 LM_MATCH_KINDS = config_lib.LM_MATCH_KINDS    # ... and "width"
 
-# Language models by config.model.name (models.LANGUAGE_MODELS: "transformer_xl").
-LM_MODELS: Dict[str, Callable[..., hk.Module]] = models.LANGUAGE_MODELS
+# Language models by config.model_name (models.LANGUAGE_MODELS: "transformer_xl").
+LM_MODELS: dict[str, Callable[..., hk.Module]] = models.LANGUAGE_MODELS
 
 
-def _model_kwargs(config) -> dict:
-  kwargs = config.model.to_dict()
-  kwargs.pop("name")
-  return kwargs
+# ----------------------------------------------------------------------------- the contract
+@runtime_checkable
+class Task(Protocol):
+  """What a task is to the trainer (`training.train`), the steps (`training.step`) and the
+  cost report: a class built as `cls(config, dataset)` from the resolved config. B is the
+  batch's rows; `carry` a pytree of [B, ...] arrays carried from batch to batch."""
 
+  name: ClassVar[str]           # the key in TASKS (config.task.name)
+  unit: ClassVar[str]           # what a batch row counts for throughput: "examples", "tokens"
+  target_key: ClassVar[str]     # the batch array whose shape a training row mask takes
+  can_pad_train: ClassVar[bool]  # whether training batches may carry zero-weight padding rows
 
-def _check_match(match: str, kinds) -> str:
-  if match not in kinds:
-    raise ValueError(f"unknown match {match!r}; choices: {list(kinds)}")
-  return match
+  @staticmethod
+  def best_metric(dataset) -> tuple[str, str]:
+    """(eval metric, "min" or "max") that ranks checkpoints on this dataset."""
+
+  @staticmethod
+  def resolve(config, dataset) -> None:
+    """Writes the dataset-dependent model sizes (classes, vocabulary, matched width) into config."""
+
+  def batch_spec(self, batch_size: int, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    """The batch's arrays as ShapeDtypeStructs, each [batch_size, ...]; eval adds a "mask"."""
+
+  def units(self, batch: dict) -> int:
+    """Examples or tokens in a batch (a batch of arrays or of batch_spec's structs)."""
+
+  def init(self, rng: jax.Array, batch: dict) -> tuple[hk.Params, hk.State]:
+    """(params, model_state) of the model, initialised on a training batch."""
+
+  def init_carry(self, batch_size: int, train: bool) -> Any:
+    """The carry before the first batch of batch_size rows: a pytree of [B, ...], or ()."""
+
+  def loss(self, params: hk.Params, model_state: hk.State, carry: Any, batch: dict,
+           rng: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], hk.State, Any]]:
+    """(mean training loss [], (scalar metrics, new model_state, new carry)) of a batch."""
+
+  def eval_sums(self, params: hk.Params, model_state: hk.State, carry: Any,
+                batch: dict) -> tuple[dict[str, jax.Array], Any]:
+    """(sums [] over the batch's unmasked rows, new carry) of an eval batch; summed over batches."""
+
+  def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    """The eval metrics of a split from its summed eval_sums."""
+
+  def cost_report(self) -> costs_lib.ModelCost:
+    """The model's per-layer parameters and multiply-adds (one example or one segment)."""
+
+  def costs(self) -> dict[str, float]:
+    """Real parameters and multiply-adds per unit, written to the workdir's model.json."""
+
 
 
 # ----------------------------------------------------------------------------- classification
@@ -84,18 +126,16 @@ class ClassificationTask:
   can_pad_train = False
 
   @staticmethod
-  def best_metric(dataset) -> Tuple[str, str]:
+  def best_metric(dataset) -> tuple[str, str]:
     """(metric, "min" or "max") that ranks checkpoints."""
     del dataset
     return "top1", "max"
 
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
-    if config.model.name not in models.MODELS:
-      raise ValueError(f"unknown image model {config.model.name!r}; models: "
-                       f"{sorted(models.MODELS)}")
-    self.constructor = models.MODELS[config.model.name]
-    self.model_kwargs = _model_kwargs(config)
+    self.constructor = models.MODELS[
+        common.check_choice(config.model_name, sorted(models.MODELS), "image model")]
+    self.model_kwargs = config.model.to_dict()
     self.num_classes = int(dataset.num_classes)
     self.image_size = int(dataset.image_size)
     self.label_smoothing = float(config.task.get("label_smoothing", 0.0))
@@ -106,14 +146,14 @@ class ClassificationTask:
   def resolve(config, dataset) -> None:
     """Fills in num_classes and (with config.match) the matched width, in place."""
     config.model.num_classes = int(dataset.num_classes)
-    match = _check_match(config.get("match", "none"), MATCH_KINDS)
+    match = common.check_choice(config.get("match", "none"), MATCH_KINDS, "match")
     if match == "none" or algebras.get(config.algebra).dim == 1:
       return
-    kwargs = _model_kwargs(config)
+    kwargs = config.model.to_dict()
     width = kwargs.pop("width", 1.0)
     kwargs.pop("num_classes")
     result = models.match_image_model(
-        models.MODELS[config.model.name], config.algebra, match=match, reference_width=width,
+        models.MODELS[config.model_name], config.algebra, match=match, reference_width=width,
         image_size=int(dataset.image_size), num_classes=int(dataset.num_classes),
         tolerance=float(config.get("match_tolerance", 0.02)), **kwargs)
     config.model.width = float(result.width)
@@ -133,7 +173,7 @@ class ClassificationTask:
   def units(self, batch: dict) -> int:
     return int(batch["image"].shape[0])
 
-  def init(self, rng, batch) -> Tuple[Any, Any]:
+  def init(self, rng, batch) -> tuple[Any, Any]:
     return self.net.init(rng, batch["image"], True)
 
   def init_carry(self, batch_size: int, train: bool) -> Any:
@@ -168,7 +208,7 @@ class ClassificationTask:
     return sums, carry
 
   @staticmethod
-  def summarize(sums: Dict[str, float]) -> Dict[str, float]:
+  def summarize(sums: dict[str, float]) -> dict[str, float]:
     n = max(float(sums["count"]), 1.0)
     return {"loss": float(sums["loss"]) / n, "top1": float(sums["top1"]) / n,
             "top5": float(sums["top5"]) / n, "examples": float(sums["count"])}
@@ -178,7 +218,7 @@ class ClassificationTask:
     images = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
     return costs_lib.model_costs(lambda x: self._forward(x, False), images)
 
-  def costs(self) -> Dict[str, float]:
+  def costs(self) -> dict[str, float]:
     """Real parameters, weight-layer and all multiply-adds per image."""
     report = self.cost_report()
     return {"params": int(report.total_params), "macs_per_example": int(report.macs),
@@ -197,11 +237,9 @@ class LanguageModelTask:
 
   def __init__(self, config, dataset):
     self.algebra = algebras.get(config.algebra)
-    if config.model.name not in LM_MODELS:
-      raise ValueError(f"unknown language model {config.model.name!r}; models: "
-                       f"{sorted(LM_MODELS)}")
-    self.constructor = LM_MODELS[config.model.name]
-    self.model_kwargs = _model_kwargs(config)
+    self.constructor = LM_MODELS[
+        common.check_choice(config.model_name, sorted(LM_MODELS), "language model")]
+    self.model_kwargs = config.model.to_dict()
     self.seq_len = int(dataset.seq_len)
     self.eval_seq_len = int(dataset.eval_seq_len)
     task = config.task
@@ -217,7 +255,7 @@ class LanguageModelTask:
     self.eval_net = hk.transform_with_state(self._forward(self.eval_kwargs))
 
   @staticmethod
-  def best_metric(dataset) -> Tuple[str, str]:
+  def best_metric(dataset) -> tuple[str, str]:
     """bpc for byte corpora, perplexity for word-level ones."""
     return ("bpc", "min") if dataset.vocab is None else ("ppl", "min")
 
@@ -228,10 +266,10 @@ class LanguageModelTask:
     if isinstance(dataset, text_data.TextDataset):
       dataset.check_batch_size(int(config.train.batch_size))
     config.model.vocab_size = int(dataset.vocab_size)
-    match = _check_match(config.get("match", "none"), LM_MATCH_KINDS)
+    match = common.check_choice(config.get("match", "none"), LM_MATCH_KINDS, "match")
     if match == "none" or algebras.get(config.algebra).dim == 1:
       return
-    reference = _model_kwargs(config)
+    reference = config.model.to_dict()
     matched = transformer_xl.matched_config(reference, config.algebra, match,
                                             seq_len=int(dataset.seq_len))
     for key in ("d_model", "d_inner", "d_head", "d_embed"):
@@ -255,7 +293,7 @@ class LanguageModelTask:
   def units(self, batch: dict) -> int:
     return int(np.prod(batch["inputs"].shape))
 
-  def init(self, rng, batch) -> Tuple[Any, Any]:
+  def init(self, rng, batch) -> tuple[Any, Any]:
     mems = self._mems_or_none(self.init_carry(batch["inputs"].shape[0], True))
     return self.net.init(rng, batch["inputs"], mems, False, batch["targets"])
 
@@ -298,7 +336,7 @@ class LanguageModelTask:
     return sums, (tuple(mems) if mems else ())
 
   @staticmethod
-  def summarize(sums: Dict[str, float]) -> Dict[str, float]:
+  def summarize(sums: dict[str, float]) -> dict[str, float]:
     n = max(float(sums["count"]), 1.0)
     nll = float(sums["nll"]) / n
     return {"nll": nll, "bpc": nll / math.log(2), "ppl": math.exp(min(nll, 700.0)),
@@ -308,7 +346,7 @@ class LanguageModelTask:
     """The per-layer costs of the model on one training segment of seq_len tokens."""
     return transformer_xl.model_costs(self.model_kwargs, self.algebra, seq_len=self.seq_len)
 
-  def costs(self) -> Dict[str, float]:
+  def costs(self) -> dict[str, float]:
     """Real parameters, weight-layer and all multiply-adds per token (training segment, full
     memory, training loss)."""
     report = self.cost_report()
@@ -317,16 +355,15 @@ class LanguageModelTask:
             "all_macs_per_token": report.all_macs / float(self.seq_len)}
 
 
-TASKS: Dict[str, Any] = {
+TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "language_model": LanguageModelTask,
 }
 
 
 def get(name: str):
-  if name not in TASKS:
-    raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
-  return TASKS[name]
+  """The task class registered under `name`."""
+  return TASKS[common.check_choice(name, sorted(TASKS), "task")]
 
 
 def build(config, dataset):

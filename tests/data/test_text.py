@@ -350,7 +350,7 @@ def test_registry_builds_text_datasets_with_the_common_interface(tmp_path):
   assert sum(int(b["mask"].sum()) for b in evals) == 101
   with pytest.raises(ValueError, match="no split 'dev'"):
     next(ds.eval_batches("dev", 2))
-  with pytest.raises(ValueError, match=r"unknown dataset 'enwik9'.*'enwik8'"):
+  with pytest.raises(ValueError, match=r"Unknown dataset 'enwik9'; valid: .*enwik8"):
     data.build("enwik9")
   with pytest.raises(FileNotFoundError, match="expected a text or byte file"):
     data.build("byte_file", path=tmp_path / "missing.txt")

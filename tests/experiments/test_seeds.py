@@ -27,7 +27,7 @@ def _fake_lm_run(root, name, algebra, seed, value, params=266_000, d_model=48):
   wd = root / name
   wd.mkdir(parents=True)
   config = {"algebra": algebra, "match": "params", "seed": seed, "train": {"num_steps": 1000},
-            "model": {"name": "transformer_xl", "d_model": d_model},
+            "model_name": "transformer_xl", "model": {"d_model": d_model},
             "checkpoint": {"best_metric": "test/bpc"}, "sparsity": {"target": 0.0}}
   (wd / "config.json").write_text(json.dumps(config))
   (wd / "model.json").write_text(json.dumps({"params": params, "macs_per_token": 5e5,

@@ -61,7 +61,7 @@ def test_sweeps_reject_duplicate_names_and_undeclared_data():
     sweeps.Sweep("s", "", (sweeps.Run("c.py", "r"), sweeps.Run("c.py", "r,folder=a")), "t/x")
   with pytest.raises(ValueError, match=r"placeholders \['text'\]"):
     sweeps.Sweep("s", "", (sweeps.Run("c.py", "r,path={text}"),), "t/x")
-  with pytest.raises(ValueError, match="unknown sweep 'nope'; sweeps: .*cifar10_small"):
+  with pytest.raises(ValueError, match="Unknown sweep 'nope'; valid: .*cifar10_small"):
     sweeps.get("nope")
 
 
@@ -162,7 +162,7 @@ def _fake_run(root, name, *, algebra, params, macs, value, step, num_steps, spar
   wd = root / name
   wd.mkdir(parents=True)
   config = {"algebra": algebra, "match": "params", "train": {"num_steps": num_steps},
-            "model": {"name": "cifar_resnet20", "width": width},
+            "model_name": "cifar_resnet20", "model": {"width": width},
             "checkpoint": {"best_metric": "test/top1"}, "sparsity": {"target": sparsity}}
   (wd / "config.json").write_text(json.dumps(config))
   model = {"params": params, "macs_per_example": macs}

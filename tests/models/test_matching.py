@@ -13,6 +13,7 @@ from algebranets import costs
 from algebranets import models
 from algebranets.models import matching
 from algebranets.models import resnet
+from algebranets.models import transformer_xl as txl
 
 S = jax.ShapeDtypeStruct
 F32 = jnp.float32
@@ -188,13 +189,11 @@ LM_REFERENCE = dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_head=16
 
 
 def _lm_all_macs(config, algebra):
-  from algebranets.models import transformer_xl as txl  # pylint: disable=g-import-not-at-top
   return txl.model_costs(config, algebra, seq_len=32)
 
 
 @pytest.mark.parametrize("algebra", ["m2r", "h"])
 def test_transformer_xl_matched_flops(algebra):
-  from algebranets.models import transformer_xl as txl  # pylint: disable=g-import-not-at-top
   reference = _lm_all_macs(LM_REFERENCE, "r")
   # The hand count of the reference, independent of the code: per token, weight layers
   # (q, o and the FFN on T positions; kv and r on K = 2T) ...

@@ -1,8 +1,12 @@
 """Experiment configs: every file parses its argument, has a debug variant and a launch
 command; bad algebras, keys and modes stop at once with errors that name the valid choices."""
 
+import json
+
 import pytest
 
+from algebranets import models
+from algebranets import saved_run
 from algebranets.training import config_lib
 from training_testlib import CONFIGS, load_config, run_python
 
@@ -19,6 +23,8 @@ def test_every_config_has_a_launch_command_a_debug_variant_and_every_block(name)
                 "mixed_precision"):
     assert block in full and block in debug
   assert full.algebra == "m2r" and full.experiment == name
+  for c in (full, debug):  # the registry key beside the constructor arguments, not among them
+    assert c.model_name in {**models.MODELS, **models.LANGUAGE_MODELS} and "name" not in c.model
   # debug is small: fewer steps than the recipe.
   assert 0 < debug.train.num_steps <= 20 < (full.train.num_steps or 10**9)
 
@@ -49,7 +55,7 @@ def test_published_recipes():
   assert (wt103.model.mem_len, wt103.data.seq_len, tuple(wt103.model.cutoffs)) == (
       150, 150, (20000, 40000, 200000))
   cifar = load_config("cifar10_resnet", "r,depth=56")
-  assert cifar.model.name == "cifar_resnet56" and cifar.data.recipe == "cifar"
+  assert cifar.model_name == "cifar_resnet56" and cifar.data.recipe == "cifar"
   assert cifar.model.padding == "symmetric"
   assert load_config("cifar10_resnet", "r,preset=small").model.padding == "same"  # as recorded
 
@@ -79,7 +85,7 @@ def test_argument_parsing():
   with pytest.raises(ValueError, match=r"unknown config argument 'fast'.*'debug'"):
     config_lib.parse_arg("r,fast")
   assert config_lib.parse_arg("r,match=flops")["match"] == "flops"
-  with pytest.raises(ValueError, match=r"unknown match 'width'.*'params'.*'flops'"):
+  with pytest.raises(ValueError, match=r"Unknown match 'width'; valid: .*params.*flops"):
     config_lib.parse_arg("r,match=width")
   assert config_lib.parse_arg("r,match=width", match_kinds=config_lib.LM_MATCH_KINDS)
   with pytest.raises(ValueError, match=r"must start with an algebra"):
@@ -110,3 +116,15 @@ def test_the_command_line_stops_at_once_on_bad_input(args, expected, tmp_path):
   assert proc.returncode != 0
   assert __import__("re").search(expected, proc.stderr), proc.stderr[-2000:]
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_model_name_is_the_registry_key_not_a_constructor_argument(tmp_path):
+  with pytest.raises(ValueError, match="model_name='resnet50'"):
+    config_lib.base_config(experiment="t", args={"algebra": "r"}, task={"name": "x"},
+                           model_name="resnet50", model={"name": "resnet50"}, data={"name": "x"})
+  # A run saved before the split (model.name) still reads back, with model_name.
+  old = load_config("cifar10_resnet", "r,debug").to_dict()
+  old["model"]["name"] = old.pop("model_name")
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  config = saved_run.read_config(tmp_path)
+  assert config.model_name == "cifar_resnet20" and "name" not in config.model

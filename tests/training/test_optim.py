@@ -12,7 +12,7 @@ from algebranets.training import optim
 
 def _opt(**kw):
   base = config_lib.base_config(experiment="t", args={"algebra": "r"}, task={"name": "x"},
-                                model={"name": "x"}, data={"name": "x"}).optimizer
+                                model_name="x", model={}, data={"name": "x"}).optimizer
   base.update(kw)
   return base
 
@@ -79,9 +79,9 @@ def test_piecewise_schedule_of_he_et_al():
 
 
 def test_unknown_optimizer_and_schedule_name_the_choices():
-  with pytest.raises(ValueError, match=r"unknown optimizer 'lion'.*adam.*sgd"):
+  with pytest.raises(ValueError, match=r"Unknown optimizer 'lion'; valid: .*adam.*sgd"):
     optim.build(_opt(name="lion"), 10, 8)
-  with pytest.raises(ValueError, match=r"unknown learning-rate schedule 'exp'.*cosine"):
+  with pytest.raises(ValueError, match=r"Unknown learning-rate schedule 'exp'; valid: .*cosine"):
     optim.build(_opt(schedule="exp"), 10, 8)
   with pytest.raises(ValueError, match=r"warmup_steps=10 must be in \[0, num_steps=10\)"):
     optim.build(_opt(warmup_steps=10), 10, 8)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from algebranets import common
 from algebranets import sparsity
 from algebranets.training import checkpoint
 from algebranets.training import metrics
@@ -38,7 +39,7 @@ def _check_masked(state, want_sparsity):
   """Every mask prunes `want_sparsity` of its elements (up to rounding) and its weight is 0
   there; returns the flat masks."""
   flat = sparsity.flat_masks(_host(state.masks))
-  params = {n: leaf for n, (_, leaf) in sparsity._named_leaves(_host(state.params)).items()}  # pylint: disable=protected-access
+  params = {n: leaf for n, (_, leaf) in common.named_leaves(_host(state.params)).items()}
   assert flat
   for name, m in flat.items():
     assert m.dtype == bool and m.shape == params[name].shape[:-1] + (1,)
@@ -140,7 +141,7 @@ def test_real_resnet_block_sparse_baseline_trains_end_to_end(tmp_path):
     state = _host(train.restore_state(config, tmp_path / "run"))
   assert result["step"] == config.train.num_steps and np.isfinite(result["train"]["loss"])
   flat = sparsity.flat_masks(state.masks)
-  names = {n for n, _ in sparsity._named_leaves(state.params).items()}  # pylint: disable=protected-access
+  names = {n for n, _ in common.named_leaves(state.params).items()}
   assert "cifar_resnet20/stem_conv/w" in names and "cifar_resnet20/stem_conv/w" not in flat
   assert not any("logits" in n for n in flat) and len(flat) == 18  # 9 blocks x 2 convs
   total = sum(m.size for m in flat.values())

@@ -65,12 +65,10 @@ def test_enwik8_transformer_xl_debug_from_the_zip(enwik8_zip, tmp_path):
   # --mode=eval: the latest checkpoint on every split, with the longer eval memory, every
   # target byte once (a split of N bytes has N - 1 targets).
   results = train.evaluate(config, tmp_path / "run")
-  sizes = json.loads((tmp_path / "run" / "config.json").read_text())
   assert set(results) == {"valid", "test"}
   assert results["valid"]["bpc"] == pytest.approx(result["eval"]["valid"]["bpc"], rel=1e-5)
   assert results["test"]["tokens"] == int(24_000 * 0.05) - 1
   assert (tmp_path / "run" / f"eval_{config.train.num_steps}.json").exists()
-  del sizes
 
 
 def test_wikitext103_transformer_xl_debug_from_token_files(wikitext_dir, tmp_path):
