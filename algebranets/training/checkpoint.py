@@ -42,6 +42,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from algebranets import common
 from algebranets import errors
 from algebranets.training import workdir as workdir_lib
 
@@ -56,8 +57,7 @@ class Checkpointer:
   def __init__(self, directory, *, keep: int = 3, keep_best: int = 1,
                best_metric: Optional[str] = None, best_mode: str = "min",
                async_save: bool = True):
-    if best_mode not in BEST_MODES:
-      raise ValueError(f"unknown best_mode {best_mode!r}; choices: {list(BEST_MODES)}")
+    common.check_choice(best_mode, BEST_MODES, "best_mode")
     if keep < 1:
       raise ValueError(f"checkpoint keep must be >= 1 (the latest is needed to resume), got "
                        f"{keep}")

@@ -36,7 +36,7 @@ import math
 import pathlib
 import signal
 import threading
-from typing import Any, Dict, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 
 from algebranets import algebras
+from algebranets import common
 from algebranets import errors
 from algebranets import data as data_lib
 from algebranets import sparsity
@@ -84,13 +85,9 @@ def resolve_config(config, dataset) -> ml_collections.ConfigDict:
   """A copy of `config` with everything that depends on the dataset filled in (see module)."""
   config = ml_collections.ConfigDict(config.to_dict())
   task_cls = tasks_lib.get(config.task.name)
-  if config.mixed_precision.compute_dtype not in config_lib.COMPUTE_DTYPES:
-    raise ValueError(f"unknown mixed_precision.compute_dtype "
-                     f"{config.mixed_precision.compute_dtype!r}; choices: "
-                     f"{list(config_lib.COMPUTE_DTYPES)}")
-  if config.eval.checkpoint not in ("latest", "best"):
-    raise ValueError(f"unknown eval.checkpoint {config.eval.checkpoint!r}; choices: "
-                     "['latest', 'best']")
+  common.check_choice(config.mixed_precision.compute_dtype, config_lib.COMPUTE_DTYPES,
+                      "mixed_precision.compute_dtype")
+  common.check_choice(config.eval.checkpoint, ("latest", "best"), "eval.checkpoint")
   if not config.eval.splits:
     config.eval.splits = tuple(dataset.eval_splits)
   for split in config.eval.splits:
@@ -175,7 +172,7 @@ class _Run:
     jax.eval_shape(self.eval_step, self.abstract_state.params, self.abstract_state.model_state,
                    carry, batch)
 
-  def checkpoint_meta(self) -> Dict[str, Any]:
+  def checkpoint_meta(self) -> dict[str, Any]:
     """What a checkpoint records besides the state: the experiment and the batch layout."""
     layout = self.layout
     return {"experiment": self.config.experiment,
@@ -218,7 +215,7 @@ class _Run:
     return distributed.global_batch(self.layout.pad(local, mask_like=self.task.target_key),
                                     self.mesh)
 
-  def evaluate_split(self, state, split: str) -> Dict[str, float]:
+  def evaluate_split(self, state, split: str) -> dict[str, float]:
     """The task's metrics over every example (token) of `split`.
 
     eval.batch_size need not divide by the devices: each host pads its rows with masked ones.
@@ -228,7 +225,7 @@ class _Run:
     rows = distributed.batch_sharded(self.mesh)
     carry = jax.jit(lambda: self.task.init_carry(layout.padded_size, False),
                     out_shardings=rows)()
-    totals: Dict[str, float] = {}
+    totals: dict[str, float] = {}
     pending = None
 
     def add(sums):
@@ -272,7 +269,7 @@ def _pruner(config, task, batch_size: int, num_steps: int) -> Optional[sparsity.
   return sparsity.Pruner(spec, params, algebras.get(config.algebra).dim)
 
 
-def _sparse_summary(run: _Run, state, model: Dict[str, Any]) -> Dict[str, Any]:
+def _sparse_summary(run: _Run, state, model: dict[str, Any]) -> dict[str, Any]:
   """`model` plus the non-zero params and MACs of the pruned parameters of `state`."""
   params = distributed.tree_to_host(state.params)
   masks = distributed.tree_to_host(state.masks)
@@ -287,11 +284,12 @@ def _sparse_summary(run: _Run, state, model: Dict[str, Any]) -> Dict[str, Any]:
   return out
 
 
-def _model_summary(run: _Run, state) -> Dict[str, Any]:
+def _model_summary(run: _Run, state) -> dict[str, Any]:
   costs = run.task.costs()
   mask = optim.name_mask(state.params, run.config.optimizer.weight_decay_include,
                          run.config.optimizer.weight_decay_exclude)
-  summary = dict(costs, algebra=run.config.algebra, model=run.config.model.to_dict(),
+  summary = dict(costs, algebra=run.config.algebra, model_name=run.config.model_name,
+                 model=run.config.model.to_dict(),
                  weight_decay=(optim.describe_mask(state.params, mask)
                                if run.config.optimizer.weight_decay else "none"),
                  devices=int(run.mesh.devices.size), processes=jax.process_count(),
@@ -302,7 +300,7 @@ def _model_summary(run: _Run, state) -> Dict[str, Any]:
   return summary
 
 
-def _flat(split_metrics: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+def _flat(split_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
   return {f"{split}/{k}": v for split, m in split_metrics.items() for k, v in m.items()}
 
 
@@ -367,8 +365,8 @@ class _Throughput:
       self.steps += steps
       self.seconds += seconds
 
-  def rates(self, units_per_step: int, unit: str, fallback: Dict[str, float]
-            ) -> Dict[str, float]:
+  def rates(self, units_per_step: int, unit: str, fallback: dict[str, float]
+            ) -> dict[str, float]:
     keys = ("steps_per_s", f"{unit}_per_s")
     if self.seconds <= 0:
       return {k: fallback.get(k, float("nan")) for k in keys}
@@ -407,7 +405,7 @@ def _prepare(config, workdir, mesh, *, evaluating: bool):
 
 
 def train_and_evaluate(config, workdir, *, mesh=None, evaluate_during_training: bool = True
-                       ) -> Dict[str, Any]:
+                       ) -> dict[str, Any]:
   """Trains (resuming from workdir's latest checkpoint if any) and evaluates.
 
   Args:
@@ -480,7 +478,7 @@ class _Held(NamedTuple):
   """A state due for a checkpoint, kept (a copy) until the next step's loss shows it good."""
   step: int
   state: Any
-  metrics: Optional[Dict[str, float]]
+  metrics: Optional[dict[str, float]]
 
 
 def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: bool):
@@ -503,8 +501,8 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
   units_per_step = task.units(task.batch_spec(run.batch_size, train=True))
   evals = evaluate_during_training and bool(config.eval.splits)
   pending = []  # (step, device metrics) not yet checked and logged
-  last_train: Dict[str, float] = {}
-  last_eval: Dict[str, Dict[str, float]] = {}
+  last_train: dict[str, float] = {}
+  last_eval: dict[str, dict[str, float]] = {}
   throughput = _Throughput()
   held: Optional[_Held] = None
   preempted = False
@@ -573,7 +571,7 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
 
 
 def _check_and_log(run: _Run, pending, step: int, progress, throughput: _Throughput, writer,
-                   units_per_step: int, start: int) -> Dict[str, float]:
+                   units_per_step: int, start: int) -> dict[str, float]:
   """Fetches the pending metrics, stops on a non-finite one, logs and returns their mean."""
   host = [(s, distributed.tree_to_host(m)) for s, m in pending]
   for s, m in host:
@@ -616,7 +614,7 @@ def _non_finite(run: _Run, bad: int, start: int, what: str) -> "NonFiniteLossErr
          "optimizer.grad_clip_norm)"))
 
 
-def _save(run: _Run, step: int, state, metrics: Optional[Dict[str, float]]) -> None:
+def _save(run: _Run, step: int, state, metrics: Optional[dict[str, float]]) -> None:
   """Saves `state` as checkpoint `step` if every parameter and optimiser entry is finite."""
   if not bool(distributed.to_host(_all_finite((state.params, state.opt_state,
                                                state.model_state)))):
@@ -655,7 +653,7 @@ def restore_run(config, workdir, *, step: Optional[int] = None, mesh=None):
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(config, workdir, *, mesh=None, splits: Optional[Sequence[str]] = None,
-             step: Optional[int] = None) -> Dict[str, Dict[str, float]]:
+             step: Optional[int] = None) -> dict[str, dict[str, float]]:
   """Evaluates a checkpoint of workdir on `splits` (default every eval split of the dataset).
 
   The checkpoint is `step`, else config.eval.checkpoint: "latest" or "best" (by the

@@ -26,17 +26,19 @@ import os
 import pathlib
 import socket
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional
 
 import jax
 
+from algebranets import common
 from algebranets import errors
 
 log = logging.getLogger("algebranets")
 
 LOCK_FILE = "lock.json"
 # Config keys (dotted, or a prefix ending in ".") whose change makes another model: refused.
-STATE_KEYS = ("algebra", "model.", "task.name", "data.name", "optimizer.name", "experiment")
+STATE_KEYS = ("algebra", "model_name", "model.", "task.name", "data.name", "optimizer.name",
+              "experiment")
 
 
 # ----------------------------------------------------------------------------- the lock
@@ -77,7 +79,7 @@ class WorkdirLock:
     self.command, self.enabled = command, enabled
     self.held = False
 
-  def _record(self) -> Dict[str, Any]:
+  def _record(self) -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "process_start": _start_time(os.getpid()), "started": time.time(),
             "command": self.command}
@@ -133,7 +135,7 @@ class WorkdirLock:
       return
     raise errors.WorkdirError(f"could not take the lock {self.path}: other runs keep taking it")
 
-  def _read(self) -> Optional[Dict[str, Any]]:
+  def _read(self) -> Optional[dict[str, Any]]:
     try:
       return json.loads(self.path.read_text())
     except (OSError, ValueError):
@@ -179,7 +181,7 @@ def lock_all_processes(workdir, command: str = "") -> WorkdirLock:
 
 
 # ----------------------------------------------------------------------------- the model
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   out = {}
   for k, v in tree.items():
     if isinstance(v, Mapping):
@@ -194,7 +196,7 @@ def _defines_state(key: str) -> bool:
 
 
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]
-                       ) -> Tuple[List[str], List[str]]:
+                       ) -> Tuple[list[str], list[str]]:
   """(refused, applied): 'key: saved -> new' for each key that differs between two resolved
   configs (as dicts), split by whether it defines the state (STATE_KEYS)."""
   a, b = _flat(saved), _flat(new)
@@ -207,7 +209,7 @@ def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]
   return refused, applied
 
 
-def check_compatible(workdir, config) -> List[str]:
+def check_compatible(workdir, config) -> list[str]:
   """The applied differences between `config` (resolved) and workdir/config.json; raises
   WorkdirError, naming them, if the state-defining ones differ (see the module)."""
   path = pathlib.Path(workdir) / "config.json"
@@ -218,6 +220,8 @@ def check_compatible(workdir, config) -> List[str]:
   except (OSError, ValueError) as e:
     raise errors.WorkdirError(f"{path} is unreadable ({e}); it records the model this workdir "
                               "holds: restore it, or use another --workdir") from None
+  if "model_name" not in saved and "name" in saved.get("model", {}):  # saved before model_name
+    saved["model_name"] = saved["model"].pop("name")                # left config.model
   new = json.loads(config.to_json_best_effort())
   refused, applied = config_differences(saved, new)
   if refused:
@@ -231,15 +235,7 @@ def check_compatible(workdir, config) -> List[str]:
 def _path(path) -> str:
   """'opt_state/1/0/mu/transformer_xl/r_w_bias': a leaf's path, the same whether the tree is a
   NamedTuple or tuple (as built) or nested dicts with string keys (as orbax reads it back)."""
-  parts = []
-  for k in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return "/".join(common.key_name(k) for k in path)
 
 
 def check_shapes(abstract_state, saved_metadata, where: str) -> None:
