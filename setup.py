@@ -39,6 +39,9 @@ setuptools.setup(
         # Only needed to run the test suite (with "cluster" for the Ray backend's tests).
         "test": [
             "pytest>=7",
+            # Two test processes (scripts/run_tests.sh: -n 2 --dist loadfile): the suite is
+            # mostly single-threaded XLA compilation, so two cores run it in ~half the time.
+            "pytest-xdist>=3.5",
             "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
             "tensorflow>=2.16; platform_machine != 'x86_64' and platform_machine != 'AMD64'",
             "tensorflow-datasets>=4.9",

@@ -6,4 +6,4 @@ cd "$root"
 # test: pytest and the image pipelines; cluster: Ray, for the Ray backend's tests.
 bash scripts/setup_env.sh test,cluster
 . .venv/bin/activate
-python -m pytest -q "$@"
+python -m pytest -q -n 2 --dist loadfile "$@"
