@@ -25,7 +25,6 @@ import logging
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from typing import Callable, Optional
 

@@ -208,3 +208,28 @@ def base_config(*, experiment: str, args: Mapping[str, Any], task: Mapping[str, 
       initial=0.0, begin_fraction=0.1, end_fraction=0.6, begin_step=0, end_step=0,
       frequency=100, scope="layer", norm="l2", include="", exclude="", nm=""))
   return c
+
+
+def validate(config) -> None:
+  """ValueError naming the first field of `config` whose value no run accepts, before any data
+  is read or model built (what depends on the data is checked by `train.resolve_config`)."""
+  from algebranets import algebras  # pylint: disable=g-import-not-at-top
+  algebras.get(config.algebra)
+  common.check_choice(config.mixed_precision.compute_dtype, COMPUTE_DTYPES,
+                      "mixed_precision.compute_dtype")
+  common.check_choice(config.eval.checkpoint, ("latest", "best"), "eval.checkpoint")
+  if config.checkpoint.best_mode:
+    common.check_choice(config.checkpoint.best_mode, ("min", "max"), "checkpoint.best_mode")
+  for field, value, low in (("train.batch_size", config.train.batch_size, 1),
+                            ("eval.batch_size", config.eval.batch_size, 1),
+                            ("train.log_every", config.train.log_every, 1),
+                            ("train.eval_every", config.train.eval_every, 0),
+                            ("train.checkpoint_every", config.train.checkpoint_every, 1),
+                            ("train.microbatches", config.train.microbatches, 1),
+                            ("train.device_batch_size", config.train.device_batch_size, 0),
+                            ("checkpoint.keep", config.checkpoint.keep, 1),
+                            ("checkpoint.keep_best", config.checkpoint.keep_best, 0)):
+    if int(value) != value or value < low:
+      raise ValueError(f"{field}={value!r} must be an integer >= {low}")
+  if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
+    raise ValueError("set train.num_steps or train.num_epochs (> 0)")

@@ -44,8 +44,6 @@ import ml_collections
 import numpy as np
 
 from algebranets import algebras
-from algebranets import common
-from algebranets import errors
 from algebranets import data as data_lib
 from algebranets import sparsity
 from algebranets.training import checkpoint as checkpoint_lib
@@ -68,7 +66,11 @@ class NonFiniteLossError(FloatingPointError):
 
 # ----------------------------------------------------------------------------- set-up
 def build_dataset(config):
-  """data.build(config.data.name, **the other fields), "" fields left to the builder's default."""
+  """data.build(config.data.name, **the other fields), "" fields left to the builder's default.
+
+  The config is validated first (config_lib.validate): a bad value fails before any data is
+  read."""
+  config_lib.validate(config)
   kwargs = {k: v for k, v in config.data.to_dict().items() if v != ""}
   name = kwargs.pop("name")
   return data_lib.build(name, **kwargs)
@@ -84,10 +86,8 @@ def _steps_per_epoch(dataset, batch_size: int) -> float:
 def resolve_config(config, dataset) -> ml_collections.ConfigDict:
   """A copy of `config` with everything that depends on the dataset filled in (see module)."""
   config = ml_collections.ConfigDict(config.to_dict())
+  config_lib.validate(config)
   task_cls = tasks_lib.get(config.task.name)
-  common.check_choice(config.mixed_precision.compute_dtype, config_lib.COMPUTE_DTYPES,
-                      "mixed_precision.compute_dtype")
-  common.check_choice(config.eval.checkpoint, ("latest", "best"), "eval.checkpoint")
   if not config.eval.splits:
     config.eval.splits = tuple(dataset.eval_splits)
   for split in config.eval.splits:

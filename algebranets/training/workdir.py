@@ -196,7 +196,7 @@ def _defines_state(key: str) -> bool:
 
 
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]
-                       ) -> Tuple[list[str], list[str]]:
+                       ) -> tuple[list[str], list[str]]:
   """(refused, applied): 'key: saved -> new' for each key that differs between two resolved
   configs (as dicts), split by whether it defines the state (STATE_KEYS)."""
   a, b = _flat(saved), _flat(new)

@@ -9,8 +9,6 @@ import hashlib
 import json
 import os
 import re
-import resource
-import signal
 import socket
 import subprocess
 import sys
