@@ -122,7 +122,8 @@ class Algebra:
     object.__setattr__(self, "structure", t)
     shape = tuple(int(s) for s in self.shape) if self.shape else ((d,) if d > 1 else ())
     if int(np.prod(shape, dtype=np.int64)) != d:
-      raise ValueError(f"Algebra {self.name!r}: element shape {shape} does not hold d={d} components.")
+      raise ValueError(
+          f"Algebra {self.name!r}: element shape {shape} does not hold d={d} components.")
     object.__setattr__(self, "shape", shape)
     labels = tuple(self.component_names) or tuple(f"e{i}" for i in range(d))
     if len(labels) != d:
@@ -260,7 +261,8 @@ class Algebra:
     m = jnp.asarray(m)
     k = len(self.shape)
     if tuple(m.shape[m.ndim - k:]) != self.shape:
-      raise ValueError(f"expected trailing shape {self.shape} for algebra {self.name!r}, got {m.shape}.")
+      raise ValueError(
+          f"expected trailing shape {self.shape} for algebra {self.name!r}, got {m.shape}.")
     return m.reshape(m.shape[:m.ndim - k] + (self.dim,))
 
 

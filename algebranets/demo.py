@@ -12,7 +12,7 @@ multiply-accumulates measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import time
 
 import numpy as np
@@ -44,7 +44,7 @@ def run(width: int = 256, batch: int = 128, image: int = 8, repeats: int = 5):
     for kind in ("dense", "conv"):
       if kind == "dense":
         xs, ws, rxs, rws = (batch, c, d), (c, c, d), (batch, c * d, 1), (c * d, rout, 1)
-        count = lambda a, fast=False: costs.dense_macs(batch, c, c, a, fast=fast)
+        count = functools.partial(costs.dense_macs, batch, c, c)  # count(algebra, fast=...)
         params = costs.dense_params(c, c, alg, with_bias=False)
         real_macs = costs.dense_macs(batch, c * d, rout, "r")
         layer = lambda a, p: (lambda x, w: ops.dense(x, w, a, path=p))
@@ -52,7 +52,7 @@ def run(width: int = 256, batch: int = 128, image: int = 8, repeats: int = 5):
         n = max(1, batch // 16)
         xs, ws = (n, image, image, c, d), (3, 3, c, c, d)
         rxs, rws = (n, image, image, c * d, 1), (3, 3, c * d, rout, 1)
-        count = lambda a, fast=False: costs.conv_macs(n * image * image, 3, c, c, 1, a, fast=fast)
+        count = functools.partial(costs.conv_macs, n * image * image, 3, c, c, 1)
         params = costs.conv_params(3, c, c, 1, alg, with_bias=False)
         real_macs = costs.conv_macs(n * image * image, 3, c * d, rout, 1, "r")
         layer = lambda a, p: (lambda x, w: ops.conv2d(x, w, a, path=p))
@@ -70,14 +70,17 @@ def run(width: int = 256, batch: int = 128, image: int = 8, repeats: int = 5):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--width", type=int, default=256, help="activation width in reals (C·D)")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--repeats", type=int, default=5)
   args = p.parse_args(argv)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; activation width {args.width} reals, "
-        f"batch {args.batch}; fwd+bwd timing, best of {args.repeats}")
-  header = ("algebra", "layer", "path", "C", "params", "MACs", "fast MACs", "GMAC/s", "FLOP/s vs real")
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; "
+        f"activation width {args.width} reals, batch {args.batch}; "
+        f"fwd+bwd timing, best of {args.repeats}")
+  header = ("algebra", "layer", "path", "C", "params", "MACs", "fast MACs", "GMAC/s",
+            "FLOP/s vs real")
   print(" ".join(f"{h:>14s}" for h in header))
   for r in run(args.width, args.batch, repeats=args.repeats):
     print(f"{r['algebra']:>14s} {r['layer']:>14s} {r['path']:>14s} {r['elements']:>14d} "

@@ -46,7 +46,7 @@ import math
 import pathlib
 import shlex
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

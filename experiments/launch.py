@@ -41,16 +41,18 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 from algebranets import errors
 from experiments import sweeps as sweeps_lib
 # What a launched run leaves in its workdir, shared with the Ray backend (experiments.workdirs);
 # `select` picks a sweep's runs (experiments.sweeps). Both kept importable from here.
 from experiments.sweeps import select
-from experiments.workdirs import (LOG_FILE, RUN_FILE, git_commit, is_finished,
-                                  latest_checkpoint_step, machine, reached_last_step, read_jsonl,
-                                  write_record)
+from experiments.workdirs import (LOG_FILE, RUN_FILE, git_commit, is_finished, machine,
+                                  reached_last_step, write_record)
+# Not used here; re-exported for callers (tests/experiments/test_ray_launch.py) that read them
+# from launch.
+from experiments.workdirs import latest_checkpoint_step, read_jsonl  # noqa: F401 (re-export)
 
 def parse_data(items: Sequence[str]) -> dict[str, str]:
   """["name=PATH", ...] -> {name: absolute PATH}."""

@@ -779,6 +779,6 @@ def format_status(status: dict[str, list[list[str]]]) -> str:
   for kind, rows in status.items():
     if not isinstance(rows, list):
       continue
-    for name, workdir, detail in rows:
+    for _name, workdir, detail in rows:
       lines.append(f"  {kind:<11} {workdir}" + (f"  ({detail})" if detail else ""))
   return "\n".join(lines)

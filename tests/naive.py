@@ -102,7 +102,8 @@ def conv2d(x, w, name, stride=(1, 1), padding="SAME", dilation=(1, 1), groups=1)
     for q in range(wo):
       for a in range(kh):
         for b in range(kw):
-          pix = xp[:, p * stride[0] + a * dilation[0], q * stride[1] + b * dilation[1]]  # [N, Cin, D]
+          i, j = p * stride[0] + a * dilation[0], q * stride[1] + b * dilation[1]
+          pix = xp[:, i, j]                                        # [N, Cin, D]
           for g in range(groups):
             xs = pix[:, g * cg:(g + 1) * cg]                       # [N, Cg, D]
             ws = w[a, b, :, g * og:(g + 1) * og]                   # [Cg, Og, D]

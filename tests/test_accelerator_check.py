@@ -107,7 +107,7 @@ def test_reduced_mode_writes_every_section_with_numbers(tmp_path):
     rows = {(r["algebra"], r["match"]): r for r in sections[name]["rows"]}
     assert set(rows) == {("r", "none"), ("m2r", "params"), ("m2r", compute)}, rows
     real = rows[("r", "none")]
-    for (algebra, match), r in rows.items():
+    for (_algebra, match), r in rows.items():
       assert r["status"] == "ok" and r["step_s"] > 0 and math.isfinite(r["loss"])
       # Units per second are the batch's units over the step time, and the batch is the
       # global one (2 devices).

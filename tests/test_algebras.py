@@ -100,7 +100,8 @@ def test_axioms(name):
   if alg.is_associative:
     close(m(m(a, b), c), m(a, m(b, c)), 1e-4)
     # L(ab) = L(a) L(b): the left-regular representation is a homomorphism.
-    close(alg.left_matrix(m(a, b)), np.asarray(alg.left_matrix(a)) @ np.asarray(alg.left_matrix(b)), 1e-4)
+    close(alg.left_matrix(m(a, b)),
+          np.asarray(alg.left_matrix(a)) @ np.asarray(alg.left_matrix(b)), 1e-4)
   else:
     assert np.abs(m(m(a, b), c) - m(a, m(b, c))).max() > 1e-3
   if name == "cross3":

@@ -354,7 +354,8 @@ def test_cli_model_table_counts_the_model(capsys):
         num_classes=10, algebra=a, width=1.0)(x, is_training=True))
     params, _ = jax.eval_shape(f.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
     assert row["params"] == sum(math.prod(p.shape) for p in jax.tree.leaves(params))
-  assert out["rows"][1]["macs"] > out["rows"][0]["macs"]  # same width: M2(R) does 8/4 per real param
+  # Same width: M2(R) does 8/4 MACs per real parameter.
+  assert out["rows"][1]["macs"] > out["rows"][0]["macs"]
   with pytest.raises(ValueError, match="Unknown model"):
     cost_report.main(["--model", "resnet7"])
 

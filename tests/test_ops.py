@@ -141,25 +141,30 @@ def test_jit_and_bfloat16():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: ops.dense(jnp.ones((2, 3, 2)), jnp.ones((3, 4, 4)), "h"), r"x must be \[\.\.\., Cin, 4\]"),
+    (lambda: ops.dense(jnp.ones((2, 3, 2)), jnp.ones((3, 4, 4)), "h"),
+     r"x must be \[\.\.\., Cin, 4\]"),
     (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((5, 4, 4)), "h"), r"Cin=3 .* Cin=5"),
     (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4)), "h"), r"w must be \[Cin, Cout, 4\]"),
     (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 4)), "quat"), "Valid names"),
-    (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 4)), "h", path="fast"), "valid paths"),
-    (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 4)), "h", path="folded"), "matrix algebra"),
+    (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 4)), "h", path="fast"),
+     "valid paths"),
+    (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 4)), "h", path="folded"),
+     "matrix algebra"),
     (lambda: ops.dense(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 4)), "h", path="gauss"), "complex"),
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c",
                         feature_group_count=2), "divisible by 2"),
-    (lambda: ops.conv2d(jnp.ones((5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c"), r"\[N, H, W, Cin, 2\]"),
+    (lambda: ops.conv2d(jnp.ones((5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c"),
+     r"\[N, H, W, Cin, 2\]"),
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", padding="FULL"),
      "padding"),
-    (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", stride=0), "stride"),
+    (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", stride=0),
+     "stride"),
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", conv_impl="fft"),
      "conv_impl"),
     (lambda: ops.conv2d(jnp.ones((2, 5, 5, 3, 2)), jnp.ones((3, 3, 3, 4, 2)), "c", path="right"),
      "dense-only"),
-    (lambda: ops.dense(jnp.ones((2, 3, 2)), ops.prepare_dense(jnp.ones((3, 4, 2)), "c", "gauss"), "c",
-                       path="expanded"), "prepared for path 'gauss'"),
+    (lambda: ops.dense(jnp.ones((2, 3, 2)), ops.prepare_dense(jnp.ones((3, 4, 2)), "c", "gauss"),
+                       "c", path="expanded"), "prepared for path 'gauss'"),
 ])
 def test_bad_input_errors(call, match):
   with pytest.raises(ValueError, match=match):
@@ -186,7 +191,8 @@ def test_user_defined_algebra_works_in_ops():
   x, w = normal(rng, (3, 4, 2)), normal(rng, (4, 2, 2))
   # Independent: split-complex a + bj acts like diag(a + b, a - b) in the basis (1±j)/2.
   def prod(u, v):
-    p, q = (u[..., 0] + u[..., 1]) * (v[..., 0] + v[..., 1]), (u[..., 0] - u[..., 1]) * (v[..., 0] - v[..., 1])
+    p = (u[..., 0] + u[..., 1]) * (v[..., 0] + v[..., 1])
+    q = (u[..., 0] - u[..., 1]) * (v[..., 0] - v[..., 1])
     return np.stack([(p + q) / 2, (p - q) / 2], -1)
   want = prod(w.astype(np.float64), x[:, :, None, :].astype(np.float64)).sum(1)
   for path in ("reference", "expanded", "sparse"):

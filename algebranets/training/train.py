@@ -295,8 +295,8 @@ def _model_summary(run: _Run, state) -> dict[str, Any]:
                  devices=int(run.mesh.devices.size), processes=jax.process_count(),
                  batch_layout=run.layout.describe())
   if run.pruner is not None:
-    summary["pruned"] = (f"{len(run.pruner.weights)} arrays "
-                         f"({sum(math.prod(w.shape) for w in run.pruner.weights.values()):,} reals)")
+    reals = sum(math.prod(w.shape) for w in run.pruner.weights.values())
+    summary["pruned"] = f"{len(run.pruner.weights)} arrays ({reals:,} reals)"
   return summary
 
 

@@ -168,7 +168,8 @@ def test_image_folder_errors_say_what_was_expected_and_where(tmp_path):
   with pytest.raises(ValueError, match=r"train/cat holds no images"):
     data.build("image_folder", root=tmp_path / "f")
   _write(tmp_path / "f" / "train" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8), "png")
-  with pytest.raises(FileNotFoundError, match=r"split directory .*f/val .*found splits \['train'\]"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"split directory .*f/val .*found splits \['train'\]"):
     data.build("image_folder", root=tmp_path / "f", eval_splits=["val"])
   with pytest.raises(ValueError, match=r"Unknown recipe 'autoaugment'; valid: .*cifar"):
     data.build("image_folder", root=tmp_path / "f", recipe="autoaugment")

@@ -26,7 +26,6 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import resource
 
 from algebranets import data
-from algebranets.data import images
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 

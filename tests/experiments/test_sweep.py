@@ -7,7 +7,6 @@ tests use hand-written workdirs and the command printer, and train nothing.
 """
 
 import json
-import pathlib
 import re
 import shlex
 

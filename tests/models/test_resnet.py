@@ -359,7 +359,7 @@ def test_folded_conv_matches_unfolded():
   alg = algebras.get("m2c")
   x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 5, 5, 4, 8)), F32)
   for groups, cout in ((1, 3), (4, 8)):                   # dense and depthwise (×2)
-    f = hk.transform(lambda x, folded: ann.Conv2D(
+    f = hk.transform(lambda x, folded, cout=cout, groups=groups: ann.Conv2D(
         cout, 3, algebra=alg, stride=2, feature_group_count=groups, folded=folded,
         w_init=np_init(), b_init=np_init(1))(x))
     params = f.init(None, x, False)

@@ -77,9 +77,9 @@ def test_norm_activations_preserve_direction_and_are_rotation_equivariant():
 def test_gradients_are_finite_at_zero():
   x = jnp.zeros((2, 3, 4))
   for module in (nn.ModReLU, nn.NormGate):
-    f = hk.transform(lambda x: module(b_init=hk.initializers.Constant(0.5))(x))
+    f = hk.transform(lambda x, module=module: module(b_init=hk.initializers.Constant(0.5))(x))
     params = f.init(KEY, x)
-    y, g = jax.value_and_grad(lambda x: jnp.sum(f.apply(params, None, x)))(x)
+    y, g = jax.value_and_grad(lambda x, f=f, params=params: jnp.sum(f.apply(params, None, x)))(x)
     assert np.all(np.isfinite(g)) and np.isfinite(y), module.__name__
   g = jax.grad(lambda x: jnp.sum(nn.safe_norm(x)))(x)
   np.testing.assert_array_equal(g, 0.0)

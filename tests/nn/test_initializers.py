@@ -30,7 +30,8 @@ def test_product_gain_matches_hand_count(name):
 
 
 def test_effective_fans_count_kernel_and_channels():
-  assert inits.effective_fans((3, 3, 8, 16, 2), "c") == pytest.approx((3 * 3 * 8 * 2, 3 * 3 * 16 * 2))
+  assert inits.effective_fans((3, 3, 8, 16, 2), "c") == pytest.approx(
+      (3 * 3 * 8 * 2, 3 * 3 * 16 * 2))
   assert inits.effective_fans((5, 7, 4), "m2r") == pytest.approx((10, 14))
   with pytest.raises(ValueError, match=r"\[\*kernel, Cin, Cout, 4\].*\(5, 7, 2\)"):
     inits.effective_fans((5, 7, 2), "h")

@@ -135,7 +135,8 @@ def _np_complex_conv(x, w, stride, pad, rate, groups):
         for q in range(kw):
           xs = x[:, i * stride + p * rate, j * stride + q * rate]  # [N, Cin]
           for g in range(groups):
-            y[:, i, j, g * og:(g + 1) * og] += xs[:, g * cg:(g + 1) * cg] @ w[p, q, :, g * og:(g + 1) * og]
+            y[:, i, j, g * og:(g + 1) * og] += (
+                xs[:, g * cg:(g + 1) * cg] @ w[p, q, :, g * og:(g + 1) * og])  # [N, Og]
   return y
 
 

@@ -172,8 +172,8 @@ def test_inv_sqrtm_value():
   v = (a @ a.transpose(0, 2, 1) + 0.5 * np.eye(4)).astype(np.float32)
   got = np.asarray(norm_lib.inv_sqrtm(jnp.asarray(v), 1e-3), np.float64)
   # (V + eps I)^{-1/2} squared and applied to V + eps I gives I.
-  np.testing.assert_allclose(got @ got @ (v + 1e-3 * np.eye(4)), np.broadcast_to(np.eye(4), v.shape),
-                             atol=1e-3)
+  np.testing.assert_allclose(got @ got @ (v + 1e-3 * np.eye(4)),
+                             np.broadcast_to(np.eye(4), v.shape), atol=1e-3)
   np.testing.assert_allclose(got, got.transpose(0, 2, 1), atol=1e-5)
 
 
