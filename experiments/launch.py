@@ -54,6 +54,7 @@ from experiments.workdirs import (LOG_FILE, RUN_FILE, git_commit, is_finished, m
 # from launch.
 from experiments.workdirs import latest_checkpoint_step, read_jsonl  # noqa: F401 (re-export)
 
+
 def parse_data(items: Sequence[str]) -> dict[str, str]:
   """["name=PATH", ...] -> {name: absolute PATH}."""
   out = {}
