@@ -57,7 +57,7 @@ def linear_layers(fn: Callable, params, *args, **kwargs) -> dict[str, tuple]:
 
 
 def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = None,
-                  **kwargs) -> Callable:
+                  rows_kernel: Optional[bool] = None, **kwargs) -> Callable:
   """A pure function params -> params with every nn.Linear weight prepared.
 
   The layers are found once from `fn(*args, **kwargs)` (see `linear_layers`);
@@ -69,6 +69,9 @@ def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = Non
   explicit path whose weight is sparse enough for the element-sparse path to
   be faster at that batch gets it; the returned function then reads the
   weights' values and must be called outside jit.
+
+  rows_kernel: passed to `ops.prepare_dense` (None: the batch-1 rows kernel
+  where it runs, i.e. on CPU in float32).
   """
   layers = linear_layers(fn, params, *args, **kwargs)
 
@@ -86,6 +89,7 @@ def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = Non
         elif (path is None and sparse_batch is not None
               and sparse_ops.should_use_sparse(w, algebra, sparse_batch)):
           path = ops.ELEMENT_SPARSE
-        params[name]["w"] = ops.prepare_dense(w, algebra, path, structure=structure)
+        params[name]["w"] = ops.prepare_dense(w, algebra, path, structure=structure,
+                                              rows_kernel=rows_kernel)
     return params
   return prepare
