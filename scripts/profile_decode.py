@@ -13,15 +13,20 @@ name stack and primitives of the HLO instructions it runs (from the compiled mod
                   einsums with the structure tensor inside a Linear (fold / unfold, right path)
   norms + act     LayerNorms, the FFN nonlinearity, bias and residual adds
   other ops       embedding, output log-softmax and sampling, loop bookkeeping
-  host / gaps     wall time per token minus the sum of the op times: thunk dispatch, the loop,
-                  the call itself (negative when two ops ran at once on the 2 cores)
+  host + outside loop
+                  what one traced `sample` call spends outside its token loop (host dispatch,
+                  argument handling, set-up), per token
 
-Times are µs per generated token: op durations summed over one traced generation / tokens,
-wall time the minimum over `--repeats` untraced generations timed round-robin.
+The ops of the two cores overlap and tracing slows the small ops, so the op times of one traced
+generation are used for shares only: each category's share of the summed op time times the
+untraced time per token inside the loop (wall, minimum over `--repeats` generations timed
+round-robin, minus the outside-loop time). Each algebra runs with its dense weights on XLA's
+matmul ("xla") and on `sparse_ops.rows_matmul` ("kernel"), weights prepared once.
 
 Usage:
   python scripts/profile_decode.py [--algebras r,c,h,m2r,m4r] [--decode_width 1024]
-      [--decode_layers 4] [--decode_tokens 32] [--repeats 3] [--write BENCHMARKS.md]
+      [--decode_layers 2] [--decode_tokens 16] [--routes xla,kernel] [--repeats 3]
+      [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(__file__))
 from benchmark_ops import markdown_header, write_section  # noqa: E402
 
+from algebranets import sparse_ops
 from algebranets.models import transformer_xl as txl
 from algebranets.models.decoding import Decoder
 
@@ -151,10 +157,10 @@ def classify(items) -> Optional[str]:
   return "other ops"
 
 
-def _setup(name, config, prompt, num_tokens):
+def _setup(name, config, prompt, num_tokens, rows_kernel):
   model_fn = lambda: txl.TransformerXL(**config, algebra=name)
   params = hk.transform(lambda t: model_fn()(t, None, False)).init(jax.random.PRNGKey(0), prompt)
-  decoder = Decoder(model_fn)
+  decoder = Decoder(model_fn, rows_kernel=rows_kernel)
   prepared = decoder.prepare(params)          # once: what a generation server would keep
   rng = jax.random.PRNGKey(0)
   temperature = jnp.float32(1.0)
@@ -165,21 +171,24 @@ def _setup(name, config, prompt, num_tokens):
 
 
 def _trace_ops(run, module_prefix="jit__generate_impl"):
-  """{hlo op: total µs} of one traced call of run()."""
+  """({hlo op: total µs}, µs of the call outside the token loop) of one traced run()."""
   from jax.profiler import ProfileData
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d):
+      t0 = time.perf_counter()
       jax.block_until_ready(run())
+      wall = (time.perf_counter() - t0) * 1e6
     data = ProfileData.from_file(glob.glob(os.path.join(d, "**", "*.xplane.pb"),
                                            recursive=True)[0])
   totals = collections.Counter()
+  loop = 0.0
   for plane in data.planes:
     for line in plane.lines:
       for e in line.events:
         stats = dict(e.stats)
         if "hlo_op" in stats and str(stats.get("hlo_module", "")).startswith(module_prefix):
           totals[stats["hlo_op"]] += e.duration_ns / 1e3
-  return totals
+  return totals, wall
 
 
 def profile(args, rng):
@@ -187,11 +196,17 @@ def profile(args, rng):
              d_head=args.decode_width // 8, d_inner=4 * args.decode_width,
              mem_len=args.decode_mem)
   prompt = jnp.asarray(rng.integers(0, 256, size=(1, 1)), jnp.int32)
+  routes = {"xla": False, "kernel": True}
+  routes = {r: routes[r] for r in args.routes.split(",")}
+  if "kernel" in routes and not sparse_ops.rows_kernel_default():
+    del routes["kernel"]
   runs, hlos, configs = {}, {}, {}
   for name in args.algebras.split(","):
     configs[name] = ref if name == "r" else txl.matched_config(ref, name, match="params")
-    runs[name], hlos[name] = _setup(name, configs[name], prompt, args.decode_tokens)
-    jax.block_until_ready(runs[name]())
+    for route, kernel in routes.items():
+      runs[name, route], hlos[name, route] = _setup(name, configs[name], prompt,
+                                                    args.decode_tokens, kernel)
+      jax.block_until_ready(runs[name, route]())
   walls = {k: [] for k in runs}
   for _ in range(args.repeats):
     for k, run in runs.items():
@@ -199,30 +214,42 @@ def profile(args, rng):
       jax.block_until_ready(run())
       walls[k].append(time.perf_counter() - t0)
   rows = []
-  for name, run in runs.items():
-    ops = parse_hlo(hlos[name])
+  for (name, route), run in runs.items():
+    ops = parse_hlo(hlos[name, route])
     per_cat = collections.Counter()
-    for op, us in _trace_ops(run).items():
-      cat = classify(ops.get(op, []))
+    in_loop = 0.0
+    traced, traced_wall = _trace_ops(run)
+    for op, us in traced.items():
+      items = ops.get(op, [])
+      if items and items[0][0] == "while":
+        in_loop = max(in_loop, us)      # the token loop: the longest while of the program
+      cat = classify(items)
       if cat is not None:
-        per_cat[cat] += us / args.decode_tokens
-    wall = min(walls[name]) * 1e6 / args.decode_tokens
-    rows.append(dict(algebra=name, d_model=configs[name]["d_model"], wall=wall,
-                     host=wall - sum(per_cat.values()), **{c: per_cat[c] for c in CATEGORIES}))
-    print(name, {k: round(v) if isinstance(v, float) else v for k, v in rows[-1].items()},
+        per_cat[cat] += us
+    ops_total = sum(per_cat.values())
+    wall = min(walls[name, route]) * 1e6 / args.decode_tokens
+    # Ops of the two cores overlap and tracing slows small ops: report each category's share
+    # of the summed op time, applied to the time per token inside the loop (untraced wall
+    # minus what the traced call spent outside its token loop).
+    outside = max(0.0, traced_wall - in_loop) / args.decode_tokens
+    scale = max(0.0, wall - outside) / max(ops_total, 1e-9)
+    rows.append(dict(algebra=name, route=route, d_model=configs[name]["d_model"], wall=wall,
+                     host=outside, **{c: per_cat[c] * scale for c in CATEGORIES}))
+    print(name, route, {k: round(v) if isinstance(v, float) else v for k, v in rows[-1].items()},
           flush=True)
   return rows
 
 
 def table(rows):
-  real = rows[0]["wall"]
+  real = {r["route"]: r["wall"] for r in rows if r["algebra"] == "r"}
   head = " | ".join(CATEGORIES)
-  lines = [f"| algebra | d_model | {head} | host / gaps | µs/token | tokens/s vs real |",
-           "|---|---|" + "---|" * (len(CATEGORIES) + 3)]
-  for r in rows:
+  lines = [f"| algebra | d_model | matmul route | {head} | host + outside loop | µs/token "
+           "| tokens/s vs real (same route) |", "|---|---|---|" + "---|" * (len(CATEGORIES) + 3)]
+  for r in sorted(rows, key=lambda r: r["route"] != "xla"):     # stable: algebra order kept
     cells = " | ".join(f"{r[c]:,.0f}" for c in CATEGORIES)
-    lines.append(f"| {r['algebra']} | {r['d_model']} | {cells} | {r['host']:,.0f} "
-                 f"| {r['wall']:,.0f} | {real / r['wall']:.2f} |")
+    vs = f"{real[r['route']] / r['wall']:.2f}" if r["route"] in real else ""
+    lines.append(f"| {r['algebra']} | {r['d_model']} | {r['route']} | {cells} | {r['host']:,.0f} "
+                 f"| {r['wall']:,.0f} | {vs} |")
   return "\n".join(lines)
 
 
@@ -232,9 +259,11 @@ def main(argv=None):
   p.add_argument("--algebras", default="r,c,h,m2r,m4r", help="comma-separated; first is the "
                  "reference of the last column")
   p.add_argument("--decode_width", type=int, default=1024)
-  p.add_argument("--decode_layers", type=int, default=4)
+  p.add_argument("--decode_layers", type=int, default=2)
   p.add_argument("--decode_mem", type=int, default=128)
-  p.add_argument("--decode_tokens", type=int, default=32)
+  p.add_argument("--decode_tokens", type=int, default=16)
+  p.add_argument("--routes", default="xla,kernel", help="dense matmul routes to profile: xla "
+                 "(XLA's dot) and/or kernel (sparse_ops.rows_matmul)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--section", default="decode-profile")
   p.add_argument("--write", default=None, help="markdown file to write the table into")
