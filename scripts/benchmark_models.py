@@ -16,12 +16,15 @@ Two benchmarks (issue 3):
           the same decoding for a `--sparsity` element-sparse M2(R) model (random
           whole elements of every weight layer zeroed) on the sparse path vs the
           dense path (issue 12: bar >= 2x).
+  stage3  forward+backward of ResNet-50 stage-3 bottleneck blocks (14×14, real width
+          256 -> 1024) at equal multiply-adds for r, c, h, m2r, m4r; M_n(R) also with
+          the activations kept folded through the blocks (`folded=True`).
 
 Timings are the minimum over repeats, the models of one table timed
 round-robin so machine noise hits them alike.
 
 Usage:
-  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,dot] [--repeats 5]
+  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,dot] [--repeats 5]
       [--write BENCHMARKS.md]
 """
 
@@ -41,8 +44,9 @@ import optax
 sys.path.insert(0, os.path.dirname(__file__))
 from benchmark_ops import markdown_header, write_section  # noqa: E402
 
+from algebranets import algebras as algebras_lib
 from algebranets import costs, sparse_ops
-from algebranets.models import MODELS, matching
+from algebranets.models import MODELS, matching, resnet
 from algebranets.models import transformer_xl as txl
 from algebranets.models.decoding import Decoder
 
@@ -267,9 +271,71 @@ def bench_decode_sparse(args, rng):
   return "\n".join(lines)
 
 
+# ----------------------------------------------------------------- stage3
+STAGE3_ALGEBRAS = ("r", "c", "h", "m2r", "m4r")
+
+
+def _stage3_case(name, args, rng, folded):
+  """Forward+backward of `args.stage3_blocks` ResNet-50 stage-3 bottleneck blocks (identity
+  shortcut, 14×14) for algebra `name` at the real blocks' multiply-adds."""
+  alg = algebras_lib.get(name)
+  # Equal MACs: width w elements with mults_per_product · w² = 256² (the real bottleneck).
+  width = max(1, round(args.stage3_width / np.sqrt(alg.mults_per_product)))
+  layers = resnet.LayerChoices(alg, resnet.check_bn_config(None), "relu", None, None,
+                               folded=folded)
+
+  def forward(x):
+    x = layers.fold(x)
+    for i in range(args.stage3_blocks):
+      x = resnet.Block(width, 1, bottleneck=True, shortcut="projection",
+                       zero_init_last_bn=False, layers=layers, name=f"block_{i}")(x, True)
+    return layers.unfold(x)                                        # [B, 14, 14, 4·w, D]
+
+  f = hk.transform_with_state(forward)
+  x = jnp.asarray(rng.normal(size=(args.stage3_batch, 14, 14, 4 * width, alg.dim)), jnp.float32)
+  params, state = f.init(jax.random.PRNGKey(0), x)
+
+  @jax.jit
+  def step(params, state, x):
+    def loss(params):
+      y, new_state = f.apply(params, state, None, x)
+      return jnp.mean(jnp.square(y)), new_state
+    (l, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return l, grads, new_state
+
+  run = lambda: step(params, state, x)[1]
+  # Per image: 3 convs of 14·14 positions, 4w·w + 9w·w + w·4w element products each block.
+  macs = args.stage3_blocks * 14 * 14 * 17 * width * width * alg.mults_per_product
+  return run, width, macs
+
+
+def bench_stage3(args, rng):
+  cases, info = {}, {}
+  for name in args.stage3_algebras.split(","):
+    layouts = (False, True) if algebras_lib.get(name).matrix_base is not None else (False,)
+    for folded in layouts:
+      run, width, macs = _stage3_case(name, args, rng, folded)
+      key = name + (" (kept folded)" if folded else "")
+      cases[key] = run
+      info[key] = (width, macs)
+      jax.block_until_ready(run())
+  t = _best_of_round_robin(cases, args.repeats)
+  real_t, real_macs = t["r"], info["r"][1]
+  lines = [f"{args.stage3_blocks} bottleneck blocks, 14×14, batch {args.stage3_batch}, "
+           "forward+backward (gradients of all parameters), BatchNorm in training mode.", "",
+           "| algebra | bottleneck width (elements) | MACs vs real | ms/step | speed vs real "
+           "| MAC/s vs real |", "|---|---|---|---|---|---|"]
+  for key, (width, macs) in info.items():
+    lines.append(f"| {key} | {width} | {macs / real_macs:.3f} | {t[key] * 1e3:.1f} "
+                 f"| {real_t / t[key]:.2f} | {real_t / t[key] * macs / real_macs:.2f} |")
+    print("stage3", key, f"{t[key] * 1e3:.1f} ms", flush=True)
+  return "\n".join(lines)
+
+
 # ------------------------------------------------------------------- dot
 def bench_dot(args, rng):
-  """XLA's CPU matmul with M = 1, 2, 4, 16 rows against one K×K weight.
+  """XLA's CPU matmul with M = 1, 2, 4, 16 rows against one K×K weight, and the rows
+  kernel (`sparse_ops.rows_matmul`, weight stored transposed) where it builds.
 
   An M_n(R) layer at batch 1 is a matmul with n rows (the folded columns);
   the compute-density argument needs it to cost about what M = 1 costs when
@@ -277,23 +343,39 @@ def bench_dot(args, rng):
   """
   k = args.dot_size
   ws = [jnp.asarray(rng.normal(size=(k, k)) / np.sqrt(k), jnp.float32) for _ in range(4)]
+  wts = [jnp.asarray(np.asarray(w).T) for w in ws]
 
   def chain(x, ws):
     for w in ws:
       x = jnp.tanh(x @ w)
     return x
+
+  def chain_rows(x, wts):
+    for wt in wts:
+      x = jnp.tanh(sparse_ops.rows_matmul(x, wt))
+    return x
+  kernel = sparse_ops.rows_kernel_default()
   runs = {}
   for m in (1, 2, 4, 16):
     x = jnp.asarray(rng.normal(size=(m, k)), jnp.float32)
-    f = jax.jit(chain)
-    runs[m] = lambda f=f, x=x: f(x, ws)
-    jax.block_until_ready(runs[m]())
+    f, g = jax.jit(chain), jax.jit(chain_rows)
+    runs["xla", m] = lambda f=f, x=x: f(x, ws)
+    if kernel:
+      runs["kernel", m] = lambda g=g, x=x: g(x, wts)
+  for run in runs.values():
+    jax.block_until_ready(run())
   t = _best_of_round_robin(runs, args.repeats)
-  lines = [f"Four {k}×{k} float32 weights ({4 * k * k * 4 / 2**20:.0f} MiB) applied in a chain.", "",
-           "| rows M | time (ms) | time vs M = 1 | MACs vs M = 1 |", "|---|---|---|---|"]
-  for m in runs:
-    lines.append(f"| {m} | {t[m] * 1e3:.2f} | {t[m] / t[1]:.2f} | {m} |")
-    print("dot", m, f"{t[m] * 1e3:.2f} ms", flush=True)
+  head = " | rows kernel (ms) | kernel vs XLA M = 1" if kernel else ""
+  lines = [f"Four {k}×{k} float32 weights ({4 * k * k * 4 / 2**20:.0f} MiB) applied in a chain. "
+           "Rows kernel: `sparse_ops.rows_matmul` (weight stored transposed; XLA's dot past "
+           f"{sparse_ops.ROWS_KERNEL_MAX} rows).", "",
+           f"| rows M | XLA time (ms) | XLA time vs M = 1 | MACs vs M = 1{head} |",
+           "|---|---|---|---|" + ("---|---|" if kernel else "")]
+  for m in (1, 2, 4, 16):
+    extra = (f" | {t['kernel', m] * 1e3:.2f} | {t['kernel', m] / t['xla', 1]:.2f}"
+             if kernel else "")
+    lines.append(f"| {m} | {t['xla', m] * 1e3:.2f} | {t['xla', m] / t['xla', 1]:.2f} | {m}{extra} |")
+    print("dot", m, {r: f"{t[r, m] * 1e3:.2f} ms" for r, mm in t if mm == m}, flush=True)
   return "\n".join(lines)
 
 
@@ -312,6 +394,10 @@ def main(argv=None):
   p.add_argument("--sparsity", type=float, default=0.9, help="element sparsity, decode_sparse")
   p.add_argument("--sparse_algebras", default="m2r", help="algebras of decode_sparse")
   p.add_argument("--dot_size", type=int, default=4096)
+  p.add_argument("--stage3_blocks", type=int, default=2)
+  p.add_argument("--stage3_batch", type=int, default=8)
+  p.add_argument("--stage3_width", type=int, default=256, help="real bottleneck width")
+  p.add_argument("--stage3_algebras", default=",".join(STAGE3_ALGEBRAS))
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--write", default=None, help="markdown file to write the tables into")
   args = p.parse_args(argv)
@@ -332,6 +418,11 @@ def main(argv=None):
     print(table)
     if args.write:
       write_section(args.write, "models-decode", header + "\n\n" + table)
+  if "stage3" in args.bench.split(","):
+    table = bench_stage3(args, rng)
+    print(table)
+    if args.write:
+      write_section(args.write, "models-stage3", header + "\n\n" + table)
   if "decode_sparse" in args.bench.split(","):
     table = bench_decode_sparse(args, rng)
     print(table)

@@ -13,15 +13,16 @@ name stack and primitives of the HLO instructions it runs (from the compiled mod
                   einsums with the structure tensor inside a Linear (fold / unfold, right path)
   norms + act     LayerNorms, the FFN nonlinearity, bias and residual adds
   other ops       embedding, output log-softmax and sampling, loop bookkeeping
-  host + outside loop
-                  what one traced `sample` call spends outside its token loop (host dispatch,
-                  argument handling, set-up), per token
+  outside the token loop
+                  ops run once per generation (cache and relative-position set-up, the
+                  last draw); host dispatch is one call per generation, so per token it is
+                  part of the wall time, not of any op
 
 The ops of the two cores overlap and tracing slows the small ops, so the op times of one traced
 generation are used for shares only: each category's share of the summed op time times the
-untraced time per token inside the loop (wall, minimum over `--repeats` generations timed
-round-robin, minus the outside-loop time). Each algebra runs with its dense weights on XLA's
-matmul ("xla") and on `sparse_ops.rows_matmul` ("kernel"), weights prepared once.
+untraced wall time per token (minimum over `--repeats` generations timed round-robin). Each
+algebra runs with its dense weights on XLA's matmul ("xla") and on `sparse_ops.rows_matmul`
+("kernel"), weights prepared once.
 
 Usage:
   python scripts/profile_decode.py [--algebras r,c,h,m2r,m4r] [--decode_width 1024]
@@ -171,24 +172,22 @@ def _setup(name, config, prompt, num_tokens, rows_kernel):
 
 
 def _trace_ops(run, module_prefix="jit__generate_impl"):
-  """({hlo op: total µs}, µs of the call outside the token loop) of one traced run()."""
+  """{hlo op: (total µs, times run)} of one traced call of run()."""
   from jax.profiler import ProfileData
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d):
-      t0 = time.perf_counter()
       jax.block_until_ready(run())
-      wall = (time.perf_counter() - t0) * 1e6
     data = ProfileData.from_file(glob.glob(os.path.join(d, "**", "*.xplane.pb"),
                                            recursive=True)[0])
-  totals = collections.Counter()
-  loop = 0.0
+  totals, counts = collections.Counter(), collections.Counter()
   for plane in data.planes:
     for line in plane.lines:
       for e in line.events:
         stats = dict(e.stats)
         if "hlo_op" in stats and str(stats.get("hlo_module", "")).startswith(module_prefix):
           totals[stats["hlo_op"]] += e.duration_ns / 1e3
-  return totals, wall
+          counts[stats["hlo_op"]] += 1
+  return {op: (totals[op], counts[op]) for op in totals}
 
 
 def profile(args, rng):
@@ -217,24 +216,19 @@ def profile(args, rng):
   for (name, route), run in runs.items():
     ops = parse_hlo(hlos[name, route])
     per_cat = collections.Counter()
-    in_loop = 0.0
-    traced, traced_wall = _trace_ops(run)
-    for op, us in traced.items():
-      items = ops.get(op, [])
-      if items and items[0][0] == "while":
-        in_loop = max(in_loop, us)      # the token loop: the longest while of the program
-      cat = classify(items)
+    for op, (us, count) in _trace_ops(run).items():
+      cat = classify(ops.get(op, []))
       if cat is not None:
-        per_cat[cat] += us
+        # Ops run fewer times than there are tokens are outside the token loop (cache and
+        # rel-position set-up, the last token's draw).
+        per_cat[cat if count >= args.decode_tokens - 1 else "outside loop"] += us
     ops_total = sum(per_cat.values())
     wall = min(walls[name, route]) * 1e6 / args.decode_tokens
-    # Ops of the two cores overlap and tracing slows small ops: report each category's share
-    # of the summed op time, applied to the time per token inside the loop (untraced wall
-    # minus what the traced call spent outside its token loop).
-    outside = max(0.0, traced_wall - in_loop) / args.decode_tokens
-    scale = max(0.0, wall - outside) / max(ops_total, 1e-9)
+    # Ops of the two cores overlap and tracing slows small ops: each category gets its share
+    # of the summed op time, applied to the untraced wall time per token.
+    scale = wall / max(ops_total, 1e-9)
     rows.append(dict(algebra=name, route=route, d_model=configs[name]["d_model"], wall=wall,
-                     host=outside, **{c: per_cat[c] * scale for c in CATEGORIES}))
+                     **{c: per_cat[c] * scale for c in CATEGORIES + ("outside loop",)}))
     print(name, route, {k: round(v) if isinstance(v, float) else v for k, v in rows[-1].items()},
           flush=True)
   return rows
@@ -243,12 +237,13 @@ def profile(args, rng):
 def table(rows):
   real = {r["route"]: r["wall"] for r in rows if r["algebra"] == "r"}
   head = " | ".join(CATEGORIES)
-  lines = [f"| algebra | d_model | matmul route | {head} | host + outside loop | µs/token "
+  lines = [f"| algebra | d_model | matmul route | {head} | outside the token loop | µs/token "
            "| tokens/s vs real (same route) |", "|---|---|---|" + "---|" * (len(CATEGORIES) + 3)]
   for r in sorted(rows, key=lambda r: r["route"] != "xla"):     # stable: algebra order kept
     cells = " | ".join(f"{r[c]:,.0f}" for c in CATEGORIES)
     vs = f"{real[r['route']] / r['wall']:.2f}" if r["route"] in real else ""
-    lines.append(f"| {r['algebra']} | {r['d_model']} | {r['route']} | {cells} | {r['host']:,.0f} "
+    lines.append(f"| {r['algebra']} | {r['d_model']} | {r['route']} | {cells} "
+                 f"| {r['outside loop']:,.0f} "
                  f"| {r['wall']:,.0f} | {vs} |")
   return "\n".join(lines)
 
