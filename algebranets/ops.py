@@ -104,7 +104,10 @@ def default_path(algebra, kind: str = "dense") -> str:
   (`prepare_dense`), where reading the weight is the cost: `folded` for
   M_n(B) (the folded weight has the size of the parameters) and `right` for
   every other algebra (a transposed copy of the parameters; `expanded` would
-  read D× the parameters, `gauss` 1.5×).
+  read D× the parameters, `gauss` 1.5×). On CPU in float32 `prepare_dense`
+  stores those matrices transposed for `sparse_ops.rows_matmul`, which reads
+  each weight once for the 1-4 rows of a batch-1 call (XLA's matmul took
+  2-4× one row's time there; BENCHMARKS.md, issue 12).
   """
   if kind not in ("dense", "conv", "decode"):
     raise ValueError(f"kind must be 'dense', 'conv' or 'decode', got {kind!r}.")

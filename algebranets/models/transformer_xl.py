@@ -285,12 +285,6 @@ class DecoderLayer(hk.Module):
     probs = _dropout(probs, self.dropatt, is_training)
     out = jnp.einsum("bhij,bjhcd->bihcd", probs, v)                  # [B, T, H, Ch, D]
     out = out.reshape(b, t, self.n_heads * self.d_head, d)           # [B, T, H·Ch, D]
-    return self._feed_forward(h, out, is_training)
-
-  @hk.experimental.name_like("__call__")
-  def _feed_forward(self, h, out, is_training):
-    """Output projection of the attention out [B, T, H·Ch, D], residual, FFN."""
-    c = h.shape[-2]
     unit = self.dropout_unit
     out = _dropout(self._linear(c, "o")(out), self.dropout, is_training, unit)  # [B, T, C, D]
     h = h + out if self.pre_lnorm else self._norm("attn_norm")(h + out)
@@ -339,26 +333,15 @@ class DecoderLayer(hk.Module):
     q, k, v = self._qkv(h, h)                                        # [B, 1, H, Ch, D]
     keys = jax.lax.dynamic_update_slice_in_dim(keys, k, slot, axis=1)  # [B, W, H, Ch, D]
     values = jax.lax.dynamic_update_slice_in_dim(values, v, slot, axis=1)
-    b, _, n_heads, ch, d = q.shape
+    ch, d = q.shape[-2:]
     f32 = _score_dtype(q.dtype)
-    # One query against the cache as products reduced over (Ch, D), and over W for the
-    # values: each fuses into one pass over the cache as it lies. The einsums of `__call__`
-    # made XLA transpose the whole cache (heads first, for its dot) on every step; these
-    # measured 2-8x faster per layer (scripts/profile_decode.py). For D = 1 the axis of
-    # size 1 is dropped first (XLA's reduction over it was 4x slower).
-    cd = (lambda a: a[..., 0]) if d == 1 else (lambda a: a)         # [..., Ch, D] or [..., Ch]
-    axes = tuple(range(-2 if d > 1 else -1, 0))
-    qw = cd(q + r_w_bias).astype(f32)                                # [B, 1, H, Ch(, D)]
-    qr = cd(q + r_r_bias).astype(f32)
-    ac = jnp.sum(qw * cd(keys).astype(f32), axis=axes)              # [B, W, H] by slot
-    bd = jnp.sum(qr * cd(rel_k).astype(f32)[None], axis=axes)       # [B, W, H] by distance
-    bd = jnp.take(bd, distance, axis=1)                              # [B, W, H] by slot
-    logits = _masked((ac + bd) * (1.0 / math.sqrt(ch * d)), visible[None, :, None])
-    probs = jax.nn.softmax(logits, axis=1).astype(values.dtype)     # [B, W, H]
-    weights = probs.reshape(probs.shape + (1,) * len(axes))          # [B, W, H, 1(, 1)]
-    out = jnp.sum(weights * cd(values), axis=1)                      # [B, H, Ch(, D)]
-    out = out.reshape(b, 1, n_heads * ch, d)                         # [B, 1, H·Ch, D]
-    return self._feed_forward(h, out, False), keys, values
+    ac = jnp.einsum("bihcd,bjhcd->bhij", q + r_w_bias, keys,
+                    preferred_element_type=f32)                      # [B, H, 1, W] by slot
+    bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k,
+                    preferred_element_type=f32)                      # [B, H, 1, W] by distance
+    bd = jnp.take(bd, distance, axis=-1)                             # [B, H, 1, W] by slot
+    logits = (ac + bd) * (1.0 / math.sqrt(ch * d))
+    return self._attend_and_feed_forward(h, _masked(logits, visible), values, False), keys, values
 
 
 # -------------------------------------------------------------------- model
