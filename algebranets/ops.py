@@ -63,7 +63,7 @@ from algebranets.algebras import Algebra
 
 __all__ = ["dense", "conv2d", "default_path", "PATHS", "fold", "unfold", "fold_weight",
            "PreparedWeight", "prepare_dense", "ELEMENT_SPARSE", "STRUCTURE_PATHS",
-           "expand_weight", "phm_weight", "change_basis"]
+           "expand_weight", "phm_weight", "change_basis", "RowsWeight"]
 
 PATHS = ("reference", "expanded", "folded", "sparse", "gauss", "right", "isomorphic")
 # The paths that take an explicit structure tensor (`structure=`, learned algebras).
@@ -104,7 +104,10 @@ def default_path(algebra, kind: str = "dense") -> str:
   (`prepare_dense`), where reading the weight is the cost: `folded` for
   M_n(B) (the folded weight has the size of the parameters) and `right` for
   every other algebra (a transposed copy of the parameters; `expanded` would
-  read D× the parameters, `gauss` 1.5×).
+  read D× the parameters, `gauss` 1.5×). On CPU in float32 `prepare_dense`
+  stores those matrices transposed for `sparse_ops.rows_matmul`, which reads
+  each weight once for the 1-4 rows of a batch-1 call (XLA's matmul took
+  2-4× one row's time there; BENCHMARKS.md, issue 12).
   """
   if kind not in ("dense", "conv", "decode"):
     raise ValueError(f"kind must be 'dense', 'conv' or 'decode', got {kind!r}.")
@@ -249,7 +252,8 @@ class PreparedWeight:
     return f"PreparedWeight(path={self.path!r}, shape={self.shape})"
 
 
-def prepare_dense(w, algebra, path: Optional[str] = None, structure=None) -> PreparedWeight:
+def prepare_dense(w, algebra, path: Optional[str] = None, structure=None,
+                  rows_kernel: Optional[bool] = None) -> PreparedWeight:
   """Transforms w [Cin, Cout, D] once for `dense` (see PreparedWeight).
 
   path None picks `default_path(algebra, "decode")`: the path that reads the
@@ -258,6 +262,13 @@ def prepare_dense(w, algebra, path: Optional[str] = None, structure=None) -> Pre
   so it runs on the host, outside jit (`sparse_ops.should_use_sparse` says
   when it is faster). `structure`: as for `dense` (required for a learned
   algebra: its T is multiplied in here, once).
+
+  rows_kernel: store the real matrix that the `expanded`, `right` and
+  `folded` paths multiply by transposed (`RowsWeight`), for
+  `sparse_ops.rows_matmul`, which streams it once for all the 1-4 rows a
+  batch-1 call multiplies (n folded columns, D right-multiplication rows);
+  None: where that kernel runs (`sparse_ops.rows_kernel_default`: CPU,
+  float32). Measured in BENCHMARKS.md ("models-decode").
   """
   if path == ELEMENT_SPARSE:
     alg = algebras_lib.get(algebra)
@@ -270,16 +281,59 @@ def prepare_dense(w, algebra, path: Optional[str] = None, structure=None) -> Pre
   if w.ndim != 3 or w.shape[-1] != alg.dim:
     raise ValueError(f"prepare_dense: w must be [Cin, Cout, {alg.dim}] for algebra "
                      f"{alg.name!r}, got {w.shape}.")
+  if rows_kernel is None:
+    rows_kernel = sparse_ops.rows_kernel_default(w.dtype)
   if structure is not None:
     data = _DENSE_T[path][0](w, jnp.asarray(structure, w.dtype))
+    if rows_kernel and path == "right":
+      data = (RowsWeight.of(data[0]), data[1])
+    elif rows_kernel and path == "expanded":
+      data = RowsWeight.of(data)
     return PreparedWeight(data, w.shape, w.dtype, path, structured=True)
   if path == "folded":
-    data = _prepare_folded(w, alg, "decode")
+    data = _prepare_folded(w, alg, "decode", rows_kernel)
   elif path == "isomorphic":
-    data = _prepare_isomorphic(w, alg, "decode")
+    data = _prepare_isomorphic(w, alg, "decode", rows_kernel)
   else:
     data = _DENSE[path][0](w, alg)
+    if rows_kernel and path in ("expanded", "right"):
+      data = RowsWeight.of(data)
   return PreparedWeight(data, w.shape, w.dtype, path)
+
+
+@jax.tree_util.register_pytree_node_class
+class RowsWeight:
+  """A real weight matrix [K, N] stored transposed, wt [N, K], for `sparse_ops.rows_matmul`.
+
+  What `prepare_dense(..., rows_kernel=True)` keeps of the matrix a path multiplies by: at
+  batch 1 each weight row is then streamed once for all the rows of the call.
+  """
+
+  def __init__(self, wt):
+    self.wt = wt
+
+  @classmethod
+  def of(cls, w):
+    return cls(jnp.swapaxes(w, -1, -2))                                  # [N, K]
+
+  @property
+  def shape(self):
+    return tuple(self.wt.shape[::-1])
+
+  def tree_flatten(self):
+    return (self.wt,), None
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux
+    return cls(children[0])
+
+
+def _matmul(x, w, precision):
+  """x [..., K] @ w, w a [K, N] array or a RowsWeight."""
+  if isinstance(w, RowsWeight):
+    return sparse_ops.rows_matmul(x, w.wt, precision)                   # [..., N]
+  return jnp.matmul(x, w, precision=precision)                         # [..., N]
 
 
 def _dense_reference(x, w, cout, alg, precision):
@@ -324,13 +378,15 @@ def _expand_weight(w, alg):
 
 def _dense_expanded(x, wr, cout, alg, precision):
   *lead, cin, d = x.shape
-  y = jnp.matmul(x.reshape(*lead, cin * d), wr, precision=precision)  # [..., Cout·D]
+  y = _matmul(x.reshape(*lead, cin * d), wr, precision)               # [..., Cout·D]
   return y.reshape(*lead, cout, d)
 
 
-def _prepare_folded(w, alg, kind):
+def _prepare_folded(w, alg, kind, rows_kernel=False):
   base = alg.matrix_base[1]
   wf = fold_weight(w, alg)                                                # [Cin·n, Cout·n, Db]
+  if kind == "decode":
+    return prepare_dense(wf, base, default_path(base, kind), rows_kernel=rows_kernel)
   return PreparedWeight(_DENSE[default_path(base, kind)][0](wf, base), wf.shape, wf.dtype,
                         default_path(base, kind))
 
@@ -419,7 +475,7 @@ def _dense_right(x, wt, cout, alg, precision):
   # `expanded`. Wins when reading weights dominates (batch 1 decoding).
   *lead, cin, d = x.shape
   r = jnp.einsum("...ib,abk->...kia", x, _structure(alg, x.dtype))     # [..., D(k), Cin, D(a)]
-  y = jnp.matmul(r.reshape(*lead, d, cin * d), wt, precision=precision)  # [..., D(k), Cout]
+  y = _matmul(r.reshape(*lead, d, cin * d), wt, precision)            # [..., D(k), Cout]
   return jnp.swapaxes(y, -1, -2)                                       # [..., Cout, D]
 
 
@@ -496,13 +552,14 @@ def _fold_weight_changed(w, alg):
   return wf.reshape(*lead, cin * n, cout * n, base.dim)
 
 
-def _prepare_isomorphic(w, alg, kind):
+def _prepare_isomorphic(w, alg, kind, rows_kernel=False):
   p, _, target = _iso(alg)
   if _iso_folded(alg):
     base = target.matrix_base[1]
     wf = _fold_weight_changed(w, alg)                                    # [Cin·n, Cout·n, Db]
-    return prepare_dense(wf, base, default_path(base, kind))
-  return prepare_dense(change_basis(w, p), target, default_path(target, kind))
+    return prepare_dense(wf, base, default_path(base, kind), rows_kernel=rows_kernel)
+  return prepare_dense(change_basis(w, p), target, default_path(target, kind),
+                       rows_kernel=rows_kernel)
 
 
 def _dense_isomorphic(x, wt, cout, alg, precision):
@@ -552,7 +609,7 @@ def _dense_right_t(x, data, cout, precision):
   wt, t = data
   *lead, cin, d = x.shape
   r = jnp.einsum("...ib,abk->...kia", x, t)                              # [..., D(k), Cin, D(a)]
-  y = jnp.matmul(r.reshape(*lead, d, cin * d), wt, precision=precision)  # [..., D(k), Cout]
+  y = _matmul(r.reshape(*lead, d, cin * d), wt, precision)              # [..., D(k), Cout]
   return jnp.swapaxes(y, -1, -2)                                         # [..., Cout, D]
 
 

@@ -36,6 +36,11 @@ callback (scipy BSR) ~150 µs of overhead, against ~200 µs for the whole dense
 layer at batch 1, so neither can be much faster than dense there; the kernel
 is, and `should_use_sparse` says where, by measurement.
 
+The same compiled library holds a dense kernel for batch-1 decoding, `rows_matmul`:
+y = x @ wt.T for a few rows of x and a weight stored transposed, which streams each
+weight row once for all rows (where XLA's CPU GEMM takes 2-5x one row's time for 2-4
+rows); `ops.prepare_dense` routes prepared decode weights through it on CPU.
+
 This is an inference path: nothing here defines gradients.
 """
 
@@ -61,7 +66,8 @@ from algebranets.algebras import Algebra
 
 __all__ = ["BlockSparse", "from_blocks", "block_matmul", "element_blocks", "prepare_element",
            "element_dense", "prepare_real", "real_dense", "element_sparsity", "min_sparsity",
-           "should_use_sparse", "kernel_available", "IMPLS"]
+           "should_use_sparse", "kernel_available", "IMPLS", "rows_matmul",
+           "rows_kernel_default", "ROWS_KERNEL_MAX"]
 
 IMPLS = ("kernel", "xla")
 
@@ -258,6 +264,43 @@ def real_dense(x, bs: BlockSparse):
   return jnp.transpose(y, (2, 0, 1)).reshape(*lead, bs.num_rows * bo)
 
 
+# ------------------------------------------------------- dense, few rows
+# Rows up to which `rows_matmul` uses the kernel: it streams the weight once per group of 4
+# rows, so past a few groups XLA's GEMM (which reuses each weight panel across rows) wins.
+ROWS_KERNEL_MAX = 8
+
+
+def rows_kernel_default(dtype=np.float32) -> bool:
+  """Whether `rows_matmul` runs the kernel by default: CPU, float32, compiler found."""
+  return (jax.default_backend() == "cpu" and np.dtype(dtype) == np.float32
+          and kernel_available())
+
+
+def rows_matmul(x, wt, precision=None):
+  """y [..., N] = x [..., K] @ wt.T, for a weight stored transposed, wt [N, K].
+
+  Batch-1 decoding multiplies 1-4 rows (the n folded columns of an M_n element, the D rows of
+  the `right` path) by a weight it must read from memory: with up to ROWS_KERNEL_MAX rows on
+  CPU in float32 a kernel streams each weight row once for all rows (XLA's CPU matmul takes
+  2-3x one row's time for 2 rows and 3-5x for 4, BENCHMARKS.md "models-dot"); otherwise, and
+  on other backends, XLA's dot with the transposed operand. Dense and exact (float32
+  accumulation). Inference only: no gradient is defined through the kernel.
+  """
+  x, wt = jnp.asarray(x), jnp.asarray(wt)
+  if wt.ndim != 2 or x.ndim < 1 or x.shape[-1] != wt.shape[1]:
+    raise ValueError(f"rows_matmul: x must be [..., K] and wt [N, K]; got x {x.shape}, "
+                     f"wt {wt.shape}.")
+  *lead, k = x.shape
+  m = int(np.prod(lead, dtype=np.int64))
+  dtype = jnp.result_type(x, wt)
+  if (0 < m <= ROWS_KERNEL_MAX and dtype == jnp.float32 and wt.shape[0] > 0 and k > 0
+      and rows_kernel_default(dtype)):
+    y = jax.ffi.ffi_call(_ROWS_TARGET, jax.ShapeDtypeStruct((m, wt.shape[0]), dtype),
+                         vmap_method="sequential")(x.reshape(m, k), wt)   # [M, N]
+    return y.reshape(*lead, wt.shape[0])
+  return jnp.einsum("...k,nk->...n", x, wt, precision=precision)
+
+
 # ------------------------------------------------------------------ policy
 def element_sparsity(w) -> float:
   """Fraction of the elements of w [..., D] whose D components are all zero."""
@@ -303,12 +346,18 @@ def should_use_sparse(w, algebra, batch: int = 1, impl: Optional[str] = None) ->
 
 # ------------------------------------------------------------------ kernel
 _TARGET = "algebranets_bsr_matmul_f32"
+_ROWS_TARGET = "algebranets_rows_matmul_f32"
 
 _KERNEL_SOURCE = r"""
 // Block-CSR times dense for algebranets.sparse_ops (see its docstring).
 // y[o] (bo x P) = sum over stored blocks k of row o: V[k] (bo x bi) @ x[indices[k]] (bi x P).
+#include <atomic>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include "xla/ffi/api/ffi.h"
 namespace ffi = xla::ffi;
 
@@ -424,6 +473,112 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AlgebranetsBsrMatmulF32, BsrMatmul,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+// ---- Dense rows kernel (rows_matmul): y [M, N] = x [M, K] @ wt [N, K]^T for a few rows M.
+// Each weight row is read once, contiguously, for all M rows (XLA's CPU GEMM packs weight
+// panels first, so 2-4 rows cost 2-4x one row there). J weight rows x M input rows of
+// accumulators, 8 lanes over K (AVX2 + FMA; a scalar loop elsewhere); the N weight rows are
+// split over the intra-op thread pool.
+template <int M, int J>
+static void DenseRows(const float* __restrict__ x, const float* __restrict__ wt,
+                      float* __restrict__ y, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + J <= n1; n += J) {
+    const float* w0 = wt + n * K;
+    int64_t k = 0;
+    float s[J][M];
+#if defined(__AVX2__) && defined(__FMA__)
+    // Intrinsics: GCC's generic vectors measured 1.2-1.6x slower here for 4 rows.
+    __m256 acc[J][M];
+    for (int j = 0; j < J; ++j)
+      for (int m = 0; m < M; ++m) acc[j][m] = _mm256_setzero_ps();
+    for (; k + 8 <= K; k += 8) {
+      __m256 xv[M];
+      for (int m = 0; m < M; ++m) xv[m] = _mm256_loadu_ps(x + m * K + k);
+      for (int j = 0; j < J; ++j) {
+        const __m256 wv = _mm256_loadu_ps(w0 + j * K + k);
+        for (int m = 0; m < M; ++m) acc[j][m] = _mm256_fmadd_ps(wv, xv[m], acc[j][m]);
+      }
+    }
+    for (int j = 0; j < J; ++j)
+      for (int m = 0; m < M; ++m) {
+        __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[j][m]),
+                              _mm256_extractf128_ps(acc[j][m], 1));
+        v = _mm_hadd_ps(v, v);
+        s[j][m] = _mm_cvtss_f32(_mm_hadd_ps(v, v));
+      }
+#else
+    for (int j = 0; j < J; ++j)
+      for (int m = 0; m < M; ++m) s[j][m] = 0.f;
+#endif
+    for (int j = 0; j < J; ++j)
+      for (int m = 0; m < M; ++m) {
+        float t = s[j][m];
+        for (int64_t kk = k; kk < K; ++kk) t += w0[j * K + kk] * x[m * K + kk];
+        y[m * N + n + j] = t;
+      }
+  }
+  for (; n < n1; ++n)
+    for (int m = 0; m < M; ++m) {
+      float t = 0.f;
+      for (int64_t k = 0; k < K; ++k) t += wt[n * K + k] * x[m * K + k];
+      y[m * N + n] = t;
+    }
+}
+
+static void DenseRange(const float* x, const float* wt, float* y, int64_t M, int64_t K,
+                       int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t m = 0; m < M; m += 4) {  // groups of 4 rows (one weight pass per group)
+    const float* xm = x + m * K;
+    float* ym = y + m * N;
+    switch (M - m < 4 ? M - m : 4) {
+      case 1: DenseRows<1, 4>(xm, wt, ym, K, N, n0, n1); break;
+      case 2: DenseRows<2, 4>(xm, wt, ym, K, N, n0, n1); break;
+      case 3: DenseRows<3, 4>(xm, wt, ym, K, N, n0, n1); break;
+      default: DenseRows<4, 4>(xm, wt, ym, K, N, n0, n1); break;
+    }
+  }
+}
+
+static ffi::Error RowsMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                             ffi::Buffer<ffi::F32> wt, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions();
+  auto wd = wt.dimensions();
+  auto yd = y->dimensions();
+  if (xd.size() != 2 || wd.size() != 2 || yd.size() != 2 || xd[1] != wd[1] ||
+      yd[0] != xd[0] || yd[1] != wd[0])
+    return ffi::Error::InvalidArgument("rows_matmul: x must be [M, K], wt [N, K], y [M, N]");
+  const int64_t M = xd[0], K = xd[1], N = wd[0];
+  const float* xp = x.typed_data();
+  const float* wp = wt.typed_data();
+  float* yp = y->typed_data();
+  int64_t threads = pool.num_threads();
+  threads = threads < 1 ? 1 : (threads > 16 ? 16 : threads);
+  if (N * K < (int64_t{1} << 16) || N < 8 * threads) threads = 1;  // small: not worth a task
+  if (threads == 1) {
+    DenseRange(xp, wp, yp, M, K, N, 0, N);
+    return ffi::Error::Success();
+  }
+  const int64_t chunk = ((N + threads - 1) / threads + 3) / 4 * 4;  // whole groups of J rows
+  std::atomic<int64_t> pending(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t n0 = t * chunk < N ? t * chunk : N, n1 = n0 + chunk < N ? n0 + chunk : N;
+    pool.Schedule([=, &pending] {
+      DenseRange(xp, wp, yp, M, K, N, n0, n1);
+      pending.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  DenseRange(xp, wp, yp, M, K, N, 0, chunk < N ? chunk : N);
+  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AlgebranetsRowsMatmulF32, RowsMatmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 """
 
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -439,7 +594,7 @@ def _cpu_name() -> str:
 
 @functools.lru_cache(maxsize=None)
 def kernel_available() -> bool:
-  """Builds (once, cached on disk) and registers the CPU block-CSR kernel.
+  """Builds (once, cached on disk) and registers the CPU kernels (block-CSR, dense rows).
 
   False -- with one warning -- where there is no C++ compiler or the build
   fails; everything then runs on the XLA path.
@@ -467,6 +622,8 @@ def kernel_available() -> bool:
         os.replace(out, lib_path)   # atomic: concurrent builders never see half a file
     lib = ctypes.cdll.LoadLibrary(lib_path)
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AlgebranetsBsrMatmulF32),
+                                platform="cpu")
+    jax.ffi.register_ffi_target(_ROWS_TARGET, jax.ffi.pycapsule(lib.AlgebranetsRowsMatmulF32),
                                 platform="cpu")
   except (OSError, subprocess.CalledProcessError) as e:
     detail = getattr(e, "stderr", "") or str(e)

@@ -10,13 +10,21 @@ Two benchmarks (issue 3):
           paper's compute-density argument: at batch 1 a layer is limited by
           loading its weights, so an M_n(R) model with the real model's
           parameters does about n× its multiply-adds per token in about the
-          same time. Bar: M_n(R) tokens/s >= 0.8× real.
+          same time. Each model's dense weights run on XLA's matmul and on the rows
+          kernel (`sparse_ops.rows_matmul`, the default on CPU), weights prepared once.
+  decode_sparse
+          the same decoding for a `--sparsity` element-sparse M2(R) model (random
+          whole elements of every weight layer zeroed) on the sparse path vs the
+          dense path (issue 12: bar >= 2x).
+  stage3  forward+backward of ResNet-50 stage-3 bottleneck blocks (14×14, real width
+          256 -> 1024) at equal multiply-adds for r, c, h, m2r, m4r; M_n(R) also with
+          the activations kept folded through the blocks (`folded=True`).
 
 Timings are the minimum over repeats, the models of one table timed
 round-robin so machine noise hits them alike.
 
 Usage:
-  python scripts/benchmark_models.py [--bench train,decode,dot] [--repeats 5]
+  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,dot] [--repeats 5]
       [--write BENCHMARKS.md]
 """
 
@@ -36,8 +44,9 @@ import optax
 sys.path.insert(0, os.path.dirname(__file__))
 from benchmark_ops import markdown_header, write_section  # noqa: E402
 
-from algebranets import costs
-from algebranets.models import MODELS, matching
+from algebranets import algebras as algebras_lib
+from algebranets import costs, sparse_ops
+from algebranets.models import MODELS, matching, resnet
 from algebranets.models import transformer_xl as txl
 from algebranets.models.decoding import Decoder
 
@@ -151,18 +160,35 @@ def bench_train(args, rng):
 
 
 # ----------------------------------------------------------------- decode
+def _decode_ref(args):
+  return dict(vocab_size=256, d_model=args.decode_width, n_layers=args.decode_layers, n_heads=8,
+              d_head=args.decode_width // 8, d_inner=4 * args.decode_width,
+              mem_len=args.decode_mem)
+
+
+def _decode_run(decoder, params, prompt, args, batch_size=1):
+  """A generation of args.decode_tokens tokens on weights prepared once (as a server would)."""
+  prepared = decoder.prepare(params, batch_size)
+  rng = jax.random.PRNGKey(0)
+  return lambda: decoder.sample(prepared, rng, prompt, num_tokens=args.decode_tokens)
+
+
 def decode_results(args, rng, algebra_names=DECODE_ALGEBRAS):
   """Batch-1 decoding of `algebra_names` (with "r") at the real model's parameters, timed
-  round-robin.
+  round-robin, each with its dense weights on XLA's matmul ("xla") and on the rows kernel
+  (`sparse_ops.rows_matmul`, "kernel", where it builds).
 
   Returns one dict per algebra: algebra, d_model, d_inner, params, macs_per_token,
-  tokens_per_s, vs_real (tokens/s / the real model's), macs_vs_real.
+  tokens_per_s {route: tokens/s}, vs_real {route: tokens/s / the real model's on that route},
+  macs_vs_real.
   """
-  ref = dict(vocab_size=256, d_model=args.decode_width, n_layers=args.decode_layers, n_heads=8,
-             d_head=args.decode_width // 8, d_inner=4 * args.decode_width, mem_len=args.decode_mem)
+  ref = _decode_ref(args)
   if "r" not in algebra_names:
     raise ValueError(f"decoding compares with the real model: algebras {list(algebra_names)} "
                      "must include 'r'")
+  routes = {"xla": False}
+  if sparse_ops.rows_kernel_default():
+    routes["kernel"] = True
   runs, rows = {}, {}
   prompt = jnp.asarray(rng.integers(0, 256, size=(1, 1)), jnp.int32)
   for name in algebra_names:
@@ -170,31 +196,35 @@ def decode_results(args, rng, algebra_names=DECODE_ALGEBRAS):
     model_fn = lambda config=config, name=name: txl.TransformerXL(**config, algebra=name)
     init = hk.transform(lambda t, fn=model_fn: fn()(t, None, False))
     params = init.init(jax.random.PRNGKey(0), prompt)
-    decoder = Decoder(model_fn)
-    runs[name] = (lambda d=decoder, p=params: d.sample(p, jax.random.PRNGKey(0), prompt,
-                                                       num_tokens=args.decode_tokens))
+    for route, kernel in routes.items():
+      runs[name, route] = _decode_run(Decoder(model_fn, rows_kernel=kernel), params, prompt, args)
+      jax.block_until_ready(runs[name, route]())  # compile
     # Per generated token with cached keys/values: the weight layers on one
     # position (memory K/V are not recomputed when decoding).
     per_token = txl.model_costs(config, name, seq_len=1, with_mems=False)
     rows[name] = (config, per_token.total_params, per_token.macs)
-    jax.block_until_ready(runs[name]())  # compile
   t = _best_of_round_robin(runs, args.repeats)
   out = []
   for name, (config, params, macs) in rows.items():
-    tps = args.decode_tokens / t[name]
+    tps = {route: args.decode_tokens / t[name, route] for route in routes}
     out.append(dict(algebra=name, d_model=config["d_model"], d_inner=config["d_inner"],
                     params=params, macs_per_token=macs, tokens_per_s=tps,
-                    vs_real=t["r"] / t[name], macs_vs_real=macs / rows["r"][2]))
-    print("decode", name, f"{tps:.1f} tokens/s", flush=True)
+                    vs_real={route: t["r", route] / t[name, route] for route in routes},
+                    vs_best_real=min(t["r", r] for r in routes) / t[name, list(routes)[-1]],
+                    macs_vs_real=macs / rows["r"][2]))
+    print("decode", name, {r: f"{v:.1f} tokens/s" for r, v in tps.items()}, flush=True)
   return out
 
 
 def decode_table(results):
-  lines = ["| algebra | d_model / d_inner | params | MACs/token | tokens/s | tokens/s vs real "
-           "| MACs/token vs real |", "|---|---|---|---|---|---|---|"]
+  routes = list(results[0]["tokens_per_s"])
+  head = " | ".join(f"tokens/s ({r}) | vs real ({r})" for r in routes)
+  lines = [f"| algebra | d_model / d_inner | params | MACs/token | {head} | last vs fastest real "
+           "| MACs/token vs real |", "|---|---|---|---|" + "---|---|" * len(routes) + "---|---|"]
   for r in results:
+    cells = " | ".join(f"{r['tokens_per_s'][k]:.1f} | {r['vs_real'][k]:.2f}" for k in routes)
     lines.append(f"| {r['algebra']} | {r['d_model']} / {r['d_inner']} | {r['params']:,} "
-                 f"| {r['macs_per_token']:,} | {r['tokens_per_s']:.1f} | {r['vs_real']:.2f} "
+                 f"| {r['macs_per_token']:,} | {cells} | {r['vs_best_real']:.2f} "
                  f"| {r['macs_vs_real']:.2f} |")
   return "\n".join(lines)
 
@@ -203,9 +233,109 @@ def bench_decode(args, rng):
   return decode_table(decode_results(args, rng))
 
 
+def _prune_elements(params, sparsity, rng):
+  """Params with `sparsity` of the elements of every Linear weight "w" [Cin, Cout, D] zeroed."""
+  out = {}
+  for module, bundle in params.items():
+    out[module] = dict(bundle)
+    w = bundle.get("w")
+    if w is not None and w.ndim == 3 and "embed" not in module:
+      keep = rng.random(w.shape[:2]) >= sparsity                          # [Cin, Cout]
+      out[module]["w"] = w * jnp.asarray(keep[..., None], w.dtype)
+  return out
+
+
+def bench_decode_sparse(args, rng):
+  """A `--sparsity` element-sparse M2(R) model at equal parameters decoding on the sparse path
+  (`Decoder(sparse=True)`, weights prepared once) vs the same weights on the dense path."""
+  ref = _decode_ref(args)
+  prompt = jnp.asarray(rng.integers(0, 256, size=(1, 1)), jnp.int32)
+  runs, info = {}, {}
+  for name in args.sparse_algebras.split(","):
+    config = txl.matched_config(ref, name, match="params")
+    model_fn = lambda config=config, name=name: txl.TransformerXL(**config, algebra=name)
+    init = hk.transform(lambda t, fn=model_fn: fn()(t, None, False))
+    params = _prune_elements(init.init(jax.random.PRNGKey(0), prompt), args.sparsity, rng)
+    for mode, sparse in (("dense", False), ("sparse", True)):
+      runs[name, mode] = _decode_run(Decoder(model_fn, sparse=sparse), params, prompt, args)
+      jax.block_until_ready(runs[name, mode]())
+    info[name] = config
+  t = _best_of_round_robin(runs, args.repeats)
+  lines = [f"| algebra | d_model / d_inner | element sparsity | dense tokens/s | sparse tokens/s "
+           "| speed-up |", "|---|---|---|---|---|---|"]
+  for name, config in info.items():
+    dense, sparse = (args.decode_tokens / t[name, m] for m in ("dense", "sparse"))
+    lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {args.sparsity:.0%} "
+                 f"| {dense:.1f} | {sparse:.1f} | {sparse / dense:.2f} |")
+    print("decode sparse", name, f"dense {dense:.1f}, sparse {sparse:.1f} tokens/s", flush=True)
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- stage3
+STAGE3_ALGEBRAS = ("r", "c", "h", "m2r", "m4r")
+
+
+def _stage3_case(name, args, rng, folded):
+  """Forward+backward of `args.stage3_blocks` ResNet-50 stage-3 bottleneck blocks (identity
+  shortcut, 14×14) for algebra `name` at the real blocks' multiply-adds."""
+  alg = algebras_lib.get(name)
+  # Equal MACs: width w elements with mults_per_product · w² = 256² (the real bottleneck).
+  width = max(1, round(args.stage3_width / np.sqrt(alg.mults_per_product)))
+  layers = resnet.LayerChoices(alg, resnet.check_bn_config(None), "relu", None, None,
+                               folded=folded)
+
+  def forward(x):
+    x = layers.fold(x)
+    for i in range(args.stage3_blocks):
+      x = resnet.Block(width, 1, bottleneck=True, shortcut="projection",
+                       zero_init_last_bn=False, layers=layers, name=f"block_{i}")(x, True)
+    return layers.unfold(x)                                        # [B, 14, 14, 4·w, D]
+
+  f = hk.transform_with_state(forward)
+  x = jnp.asarray(rng.normal(size=(args.stage3_batch, 14, 14, 4 * width, alg.dim)), jnp.float32)
+  params, state = f.init(jax.random.PRNGKey(0), x)
+
+  @jax.jit
+  def step(params, state, x):
+    def loss(params):
+      y, new_state = f.apply(params, state, None, x)
+      return jnp.mean(jnp.square(y)), new_state
+    (l, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return l, grads, new_state
+
+  run = lambda: step(params, state, x)[1]
+  # Per image: 3 convs of 14·14 positions, 4w·w + 9w·w + w·4w element products each block.
+  macs = args.stage3_blocks * 14 * 14 * 17 * width * width * alg.mults_per_product
+  return run, width, macs
+
+
+def bench_stage3(args, rng):
+  cases, info = {}, {}
+  for name in args.stage3_algebras.split(","):
+    layouts = (False, True) if algebras_lib.get(name).matrix_base is not None else (False,)
+    for folded in layouts:
+      run, width, macs = _stage3_case(name, args, rng, folded)
+      key = name + (" (kept folded)" if folded else "")
+      cases[key] = run
+      info[key] = (width, macs)
+      jax.block_until_ready(run())
+  t = _best_of_round_robin(cases, args.repeats)
+  real_t, real_macs = t["r"], info["r"][1]
+  lines = [f"{args.stage3_blocks} bottleneck blocks, 14×14, batch {args.stage3_batch}, "
+           "forward+backward (gradients of all parameters), BatchNorm in training mode.", "",
+           "| algebra | bottleneck width (elements) | MACs vs real | ms/step | speed vs real "
+           "| MAC/s vs real |", "|---|---|---|---|---|---|"]
+  for key, (width, macs) in info.items():
+    lines.append(f"| {key} | {width} | {macs / real_macs:.3f} | {t[key] * 1e3:.1f} "
+                 f"| {real_t / t[key]:.2f} | {real_t / t[key] * macs / real_macs:.2f} |")
+    print("stage3", key, f"{t[key] * 1e3:.1f} ms", flush=True)
+  return "\n".join(lines)
+
+
 # ------------------------------------------------------------------- dot
 def bench_dot(args, rng):
-  """XLA's CPU matmul with M = 1, 2, 4, 16 rows against one K×K weight.
+  """XLA's CPU matmul with M = 1, 2, 4, 16 rows against one K×K weight, and the rows
+  kernel (`sparse_ops.rows_matmul`, weight stored transposed) where it builds.
 
   An M_n(R) layer at batch 1 is a matmul with n rows (the folded columns);
   the compute-density argument needs it to cost about what M = 1 costs when
@@ -213,23 +343,39 @@ def bench_dot(args, rng):
   """
   k = args.dot_size
   ws = [jnp.asarray(rng.normal(size=(k, k)) / np.sqrt(k), jnp.float32) for _ in range(4)]
+  wts = [jnp.asarray(np.asarray(w).T) for w in ws]
 
   def chain(x, ws):
     for w in ws:
       x = jnp.tanh(x @ w)
     return x
+
+  def chain_rows(x, wts):
+    for wt in wts:
+      x = jnp.tanh(sparse_ops.rows_matmul(x, wt))
+    return x
+  kernel = sparse_ops.rows_kernel_default()
   runs = {}
   for m in (1, 2, 4, 16):
     x = jnp.asarray(rng.normal(size=(m, k)), jnp.float32)
-    f = jax.jit(chain)
-    runs[m] = lambda f=f, x=x: f(x, ws)
-    jax.block_until_ready(runs[m]())
+    f, g = jax.jit(chain), jax.jit(chain_rows)
+    runs["xla", m] = lambda f=f, x=x: f(x, ws)
+    if kernel:
+      runs["kernel", m] = lambda g=g, x=x: g(x, wts)
+  for run in runs.values():
+    jax.block_until_ready(run())
   t = _best_of_round_robin(runs, args.repeats)
-  lines = [f"Four {k}×{k} float32 weights ({4 * k * k * 4 / 2**20:.0f} MiB) applied in a chain.", "",
-           "| rows M | time (ms) | time vs M = 1 | MACs vs M = 1 |", "|---|---|---|---|"]
-  for m in runs:
-    lines.append(f"| {m} | {t[m] * 1e3:.2f} | {t[m] / t[1]:.2f} | {m} |")
-    print("dot", m, f"{t[m] * 1e3:.2f} ms", flush=True)
+  head = " | rows kernel (ms) | kernel vs XLA M = 1" if kernel else ""
+  lines = [f"Four {k}×{k} float32 weights ({4 * k * k * 4 / 2**20:.0f} MiB) applied in a chain. "
+           "Rows kernel: `sparse_ops.rows_matmul` (weight stored transposed; XLA's dot past "
+           f"{sparse_ops.ROWS_KERNEL_MAX} rows).", "",
+           f"| rows M | XLA time (ms) | XLA time vs M = 1 | MACs vs M = 1{head} |",
+           "|---|---|---|---|" + ("---|---|" if kernel else "")]
+  for m in (1, 2, 4, 16):
+    extra = (f" | {t['kernel', m] * 1e3:.2f} | {t['kernel', m] / t['xla', 1]:.2f}"
+             if kernel else "")
+    lines.append(f"| {m} | {t['xla', m] * 1e3:.2f} | {t['xla', m] / t['xla', 1]:.2f} | {m}{extra} |")
+    print("dot", m, {r: f"{t[r, m] * 1e3:.2f} ms" for r, mm in t if mm == m}, flush=True)
   return "\n".join(lines)
 
 
@@ -245,27 +391,43 @@ def main(argv=None):
   p.add_argument("--decode_layers", type=int, default=4)
   p.add_argument("--decode_mem", type=int, default=128)
   p.add_argument("--decode_tokens", type=int, default=128)
+  p.add_argument("--sparsity", type=float, default=0.9, help="element sparsity, decode_sparse")
+  p.add_argument("--sparse_algebras", default="m2r", help="algebras of decode_sparse")
   p.add_argument("--dot_size", type=int, default=4096)
+  p.add_argument("--stage3_blocks", type=int, default=2)
+  p.add_argument("--stage3_batch", type=int, default=8)
+  p.add_argument("--stage3_width", type=int, default=256, help="real bottleneck width")
+  p.add_argument("--stage3_algebras", default=",".join(STAGE3_ALGEBRAS))
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--write", default=None, help="markdown file to write the tables into")
   args = p.parse_args(argv)
   rng = np.random.default_rng(0)
   header = markdown_header(argv)
-  if "train" in args.bench:
+  if "train" in args.bench.split(","):
     table = bench_train(args, rng)
     print(table)
     if args.write:
       write_section(args.write, "models-train", header + "\n\n" + table)
-  if "dot" in args.bench:
+  if "dot" in args.bench.split(","):
     table = bench_dot(args, rng)
     print(table)
     if args.write:
       write_section(args.write, "models-dot", header + "\n\n" + table)
-  if "decode" in args.bench:
+  if "decode" in args.bench.split(","):
     table = bench_decode(args, rng)
     print(table)
     if args.write:
       write_section(args.write, "models-decode", header + "\n\n" + table)
+  if "stage3" in args.bench.split(","):
+    table = bench_stage3(args, rng)
+    print(table)
+    if args.write:
+      write_section(args.write, "models-stage3", header + "\n\n" + table)
+  if "decode_sparse" in args.bench.split(","):
+    table = bench_decode_sparse(args, rng)
+    print(table)
+    if args.write:
+      write_section(args.write, "models-decode-sparse", header + "\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
 
-from algebranets import algebras, ops
+from algebranets import algebras, ops, sparse_ops
 from tests import naive
 
 NAMES = ["r", "c", "h", "m2r", "m3r", "m4r", "m2c", "dual", "cross3"]
@@ -197,3 +197,22 @@ def test_user_defined_algebra_works_in_ops():
   want = prod(w.astype(np.float64), x[:, :, None, :].astype(np.float64)).sum(1)
   for path in ("reference", "expanded", "sparse"):
     assert rel_err(ops.dense(x, w, split, path=path), want) < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("rows_kernel", [False, True])
+def test_prepared_decode_weights_with_and_without_the_rows_kernel(name, rows_kernel):
+  # Batch 1 (the 1-4 rows the kernel is for) and batch 3 (more rows than one kernel pass), the
+  # decode default of every algebra, against the independent float64 product.
+  if rows_kernel and not sparse_ops.kernel_available():
+    pytest.skip("no C++ compiler for the CPU kernel")
+  alg = algebras.get(name)
+  rng = np.random.default_rng(4)
+  w = normal(rng, (37, 21, alg.dim))
+  prepared = ops.prepare_dense(w, alg, rows_kernel=rows_kernel)
+  leaves = jax.tree.leaves(prepared.data, is_leaf=lambda a: isinstance(a, ops.RowsWeight))
+  assert any(isinstance(a, ops.RowsWeight) for a in leaves) == rows_kernel
+  for lead in ((1, 1), (3, 2)):
+    x = normal(rng, lead + (37, alg.dim))
+    got = jax.jit(lambda x, p: ops.dense(x, p, alg))(x, prepared)
+    assert rel_err(got, naive.dense(x, w, name)) < 1e-5, lead

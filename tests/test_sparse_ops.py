@@ -130,3 +130,25 @@ def test_decoding_a_pruned_model_gives_the_same_tokens(algebra):
   tokens = plain.sample(params, key, prompt, num_tokens=6, temperature=0.0)
   np.testing.assert_array_equal(sparse.sample(params, key, prompt, 6, temperature=0.0), tokens)
   np.testing.assert_array_equal(sparse.sample(prepared, key, prompt, 6, temperature=0.0), tokens)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9])
+@pytest.mark.parametrize("k,n", [(1, 1), (7, 3), (37, 21), (300, 1030)])
+def test_rows_matmul_equals_the_float64_product(rows, k, n):
+  # Kernel route up to ROWS_KERNEL_MAX rows (on CPU with a compiler), XLA past it; K and N
+  # not multiples of the kernel's 8 lanes / 4 weight rows, and N large enough for two threads.
+  rng = np.random.default_rng(rows * 100 + k)
+  x = rng.normal(size=(rows, k)).astype(np.float32)
+  wt = rng.normal(size=(n, k)).astype(np.float32)
+  got = jax.jit(sparse_ops.rows_matmul)(x, wt)
+  want = x.astype(np.float64) @ wt.T.astype(np.float64)
+  assert got.shape == (rows, n) and got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-4)
+  # Leading axes are flattened into rows and restored.
+  got3 = sparse_ops.rows_matmul(x.reshape(rows, 1, k), wt)
+  np.testing.assert_allclose(np.asarray(got3).reshape(rows, n), np.asarray(got), rtol=1e-6)
+
+
+def test_rows_matmul_rejects_mismatched_shapes():
+  with pytest.raises(ValueError, match="wt \\[N, K\\]"):
+    sparse_ops.rows_matmul(jnp.ones((2, 5)), jnp.ones((3, 4)))

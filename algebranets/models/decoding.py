@@ -67,16 +67,20 @@ class Decoder:
   """Jitted incremental decoding of the TransformerXL built by `model_fn`."""
 
   def __init__(self, model_fn: Callable[[], TransformerXL], cache_len: Optional[int] = None,
-               sparse: bool = False):
+               sparse: bool = False, rows_kernel: Optional[bool] = None):
     """Constructs the decoder.
 
     Args:
       model_fn: builds the model (inside hk.transform), as the training code did.
       cache_len: W, positions kept in the cache; default the model's mem_len + 1.
       sparse: run pruned layers on the element-sparse path where it pays.
+      rows_kernel: prepare dense weights for `sparse_ops.rows_matmul`, which reads
+        each weight once for the few rows of a batch-1 step (`ops.prepare_dense`);
+        None: where that kernel runs (CPU, float32).
     """
     self._model_fn = model_fn
     self._sparse = sparse
+    self._rows_kernel = rows_kernel
     self._preparer = None
     self._init = hk.transform(lambda b: model_fn().init_cache(b, cache_len))
     self._step = hk.transform(lambda tokens, cache: model_fn().decode_step(tokens, cache))
@@ -99,7 +103,7 @@ class Decoder:
   def _make_preparer(self, params, sparse_batch=None):
     tokens = jnp.zeros((1, 1), jnp.int32)
     return make_preparer(lambda t: self._model_fn()(t, None, False), params, tokens,
-                         sparse_batch=sparse_batch)
+                         sparse_batch=sparse_batch, rows_kernel=self._rows_kernel)
 
   def prepare(self, params, batch_size: int = 1):
     """Params with every weight prepared once, on the host, for `sample` at batch_size.

@@ -40,11 +40,18 @@ def linear_layers(fn: Callable, params, *args, **kwargs) -> dict[str, tuple]:
 
   Runs `hk.transform(fn).apply` abstractly (jax.eval_shape, no compute).
   """
+  return {name: found[:2] for name, found in _find_linears(fn, params, *args, **kwargs).items()}
+
+
+def _find_linears(fn: Callable, params, *args, **kwargs) -> dict[str, tuple]:
+  """{module name: (algebra, path, plain)}; plain: the module is an nn.Linear, not a subclass
+  (subclasses may read their weight outside their call, e.g. through a transpose)."""
   found = {}
 
   def interceptor(next_f, f_args, f_kwargs, context):
-    if isinstance(context.module, Linear) and context.method_name == "__call__":
-      found[context.module.module_name] = (context.module.algebra, context.module.path)
+    module = context.module
+    if isinstance(module, Linear) and context.method_name == "__call__":
+      found[module.module_name] = (module.algebra, module.path, type(module) is Linear)
     return next_f(*f_args, **f_kwargs)
 
   def run(params, *args, **kwargs):
@@ -57,7 +64,7 @@ def linear_layers(fn: Callable, params, *args, **kwargs) -> dict[str, tuple]:
 
 
 def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = None,
-                  **kwargs) -> Callable:
+                  rows_kernel: Optional[bool] = None, **kwargs) -> Callable:
   """A pure function params -> params with every nn.Linear weight prepared.
 
   The layers are found once from `fn(*args, **kwargs)` (see `linear_layers`);
@@ -69,12 +76,16 @@ def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = Non
   explicit path whose weight is sparse enough for the element-sparse path to
   be faster at that batch gets it; the returned function then reads the
   weights' values and must be called outside jit.
+
+  rows_kernel: passed to `ops.prepare_dense` for plain `nn.Linear` layers
+  (None: the batch-1 rows kernel where it runs, i.e. on CPU in float32);
+  subclasses (the adaptive softmax's projections) keep XLA's matmul.
   """
-  layers = linear_layers(fn, params, *args, **kwargs)
+  layers = _find_linears(fn, params, *args, **kwargs)
 
   def prepare(params):
     params = {name: dict(bundle) for name, bundle in params.items()}
-    for name, (algebra, path) in layers.items():
+    for name, (algebra, path, plain) in layers.items():
       if name in params and "w" in params[name]:
         w = params[name]["w"]
         if isinstance(w, ops.PreparedWeight):
@@ -86,6 +97,9 @@ def make_preparer(fn: Callable, params, *args, sparse_batch: Optional[int] = Non
         elif (path is None and sparse_batch is not None
               and sparse_ops.should_use_sparse(w, algebra, sparse_batch)):
           path = ops.ELEMENT_SPARSE
-        params[name]["w"] = ops.prepare_dense(w, algebra, path, structure=structure)
+        # The rows kernel has no transpose rule: only plain Linear layers, whose weight is
+        # read by their call alone, get it (the adaptive softmax transposes its projections).
+        params[name]["w"] = ops.prepare_dense(w, algebra, path, structure=structure,
+                                              rows_kernel=rows_kernel if plain else False)
     return params
   return prepare
