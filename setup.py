@@ -42,6 +42,8 @@ setuptools.setup(
             # Two test processes (scripts/run_tests.sh: -n 2 --dist loadfile): the suite is
             # mostly single-threaded XLA compilation, so two cores run it in ~half the time.
             "pytest-xdist>=3.5",
+            # The linter the test command runs first (configuration: pyproject.toml [tool.ruff]).
+            "ruff>=0.6",
             "tensorflow-cpu>=2.16; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
             "tensorflow>=2.16; platform_machine != 'x86_64' and platform_machine != 'AMD64'",
             "tensorflow-datasets>=4.9",

@@ -548,7 +548,7 @@ def _fold_weight_changed(w, alg):
   *lead, cin, cout, d = w.shape
   q = jnp.asarray(p.reshape(d, n, n, base.dim), w.dtype)                 # [D, A(row), R(col), Db]
   wf = jnp.einsum("...iod,dark->...iroak", w, q,
-                  precision=_HIGHEST)                                    # [..., Cin, R, Cout, A, Db]
+                  precision=_HIGHEST)                          # [..., Cin, R, Cout, A, Db]
   return wf.reshape(*lead, cin * n, cout * n, base.dim)
 
 
@@ -688,7 +688,8 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
   else:
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv2d: conv_impl must be one of {', '.join(CONV_IMPLS)}, got {conv_impl!r}.")
+    raise ValueError(f"conv2d: conv_impl must be one of {', '.join(CONV_IMPLS)}, got "
+                     f"{conv_impl!r}.")
   args = dict(stride=_pair(stride, "stride"), padding=padding,
               dilation=_pair(dilation, "dilation"), groups=int(g), precision=precision,
               impl=conv_impl)
@@ -811,7 +812,8 @@ def _conv_sparse(x, w, alg, precision, **conv):
     for k, ak, bk, ck in zip(ks, a, b, coef):
       # Channel blocks are ordered (i, p) so each group's input channels stay contiguous.
       xk = jnp.stack([x[..., j] for j in bk], axis=-1).reshape(n, h, wd, -1)    # [N, H, W, Cin·P]
-      wk = jnp.stack([_signed_sum(w, [(i, c)]) for i, c in zip(ak, ck)], axis=3)  # [KH, KW, Cg, P, Cout]
+      # [KH, KW, Cg, P, Cout]
+      wk = jnp.stack([_signed_sum(w, [(i, c)]) for i, c in zip(ak, ck)], axis=3)
       ys[k] = _real_conv(xk, wk.reshape(kh, kw, cg * len(ak), cout), precision=precision, **conv)
   return _stack_components(ys)
 

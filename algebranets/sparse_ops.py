@@ -247,7 +247,8 @@ def prepare_real(w, block: tuple[int, int] = (1, 1), impl: Optional[str] = None)
     raise ValueError(f"prepare_real: w must be [Cin, Cout] with Cin divisible by {bi} and "
                      f"Cout by {bo}; got {w.shape} and block {block}.")
   cin, cout = w.shape
-  blocks = w.reshape(cin // bi, bi, cout // bo, bo).transpose(2, 0, 3, 1)  # [Cout/bo, Cin/bi, bo, bi]
+  # [Cout/bo, Cin/bi, bo, bi]
+  blocks = w.reshape(cin // bi, bi, cout // bo, bo).transpose(2, 0, 3, 1)
   return from_blocks(np.ascontiguousarray(blocks), impl)
 
 
@@ -602,7 +603,7 @@ def kernel_available() -> bool:
   compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
   if compiler is None:
     warnings.warn("algebranets.sparse_ops: no C++ compiler found; sparse layers use the "
-                  "slower XLA gather path.")
+                  "slower XLA gather path.", stacklevel=2)
     return False
   key = hashlib.sha256("\0".join((_KERNEL_SOURCE, compiler, *_FLAGS, _cpu_name(),
                                   jax.__version__)).encode()).hexdigest()[:16]
@@ -628,6 +629,6 @@ def kernel_available() -> bool:
   except (OSError, subprocess.CalledProcessError) as e:
     detail = getattr(e, "stderr", "") or str(e)
     warnings.warn(f"algebranets.sparse_ops: building the CPU sparse kernel failed; using the "
-                  f"XLA path. {detail[-500:]}")
+                  f"XLA path. {detail[-500:]}", stacklevel=2)
     return False
   return True

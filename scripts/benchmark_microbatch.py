@@ -147,8 +147,8 @@ def markdown(results, args, argv) -> str:
   for model, (batch, variants) in results.items():
     base = variants[1]
     for k, r in variants.items():
-      ratio = lambda key: (f"{r[key] / base[key]:.2f}" if r.get(key) and base.get(key)
-                           else "")
+      ratio = lambda key, r=r, base=base: (f"{r[key] / base[key]:.2f}"
+                                           if r.get(key) and base.get(key) else "")
       lines.append(
           f"| {model} | {batch} | {k} | {-(-batch // (devices * k))} | {mib(r['temp'])} "
           f"| {mib(r['peak']) if r['peak'] else ''} | {mib(r['rss']) if r['rss'] else ''} "

@@ -261,7 +261,7 @@ def bench_decode_sparse(args, rng):
       jax.block_until_ready(runs[name, mode]())
     info[name] = config
   t = _best_of_round_robin(runs, args.repeats)
-  lines = [f"| algebra | d_model / d_inner | element sparsity | dense tokens/s | sparse tokens/s "
+  lines = ["| algebra | d_model / d_inner | element sparsity | dense tokens/s | sparse tokens/s "
            "| speed-up |", "|---|---|---|---|---|---|"]
   for name, config in info.items():
     dense, sparse = (args.decode_tokens / t[name, m] for m in ("dense", "sparse"))
@@ -374,13 +374,15 @@ def bench_dot(args, rng):
   for m in (1, 2, 4, 16):
     extra = (f" | {t['kernel', m] * 1e3:.2f} | {t['kernel', m] / t['xla', 1]:.2f}"
              if kernel else "")
-    lines.append(f"| {m} | {t['xla', m] * 1e3:.2f} | {t['xla', m] / t['xla', 1]:.2f} | {m}{extra} |")
+    lines.append(f"| {m} | {t['xla', m] * 1e3:.2f} | {t['xla', m] / t['xla', 1]:.2f} | "
+                 f"{m}{extra} |")
     print("dot", m, {r: f"{t[r, m] * 1e3:.2f} ms" for r, mm in t if mm == m}, flush=True)
   return "\n".join(lines)
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--bench", default="train,decode,dot")
   p.add_argument("--resnet", default="cifar_resnet20")
   p.add_argument("--batch", type=int, default=32, help="images per ResNet step")

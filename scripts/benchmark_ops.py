@@ -162,7 +162,8 @@ def markdown_rows(rows):
   lines = [
       "| op | algebra | path | C | fwd FLOP/s vs real | fwd+bwd FLOP/s vs real "
       "| fwd speed vs expanded | fwd+bwd speed vs expanded | fwd+bwd GMAC/s "
-      "| fwd+bwd kept-folded speed-up | fwd+bwd kept-folded FLOP/s vs real | fwd+bwd gauss speed-up |",
+      "| fwd+bwd kept-folded speed-up | fwd+bwd kept-folded FLOP/s vs real "
+      "| fwd+bwd gauss speed-up |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
@@ -171,7 +172,8 @@ def markdown_rows(rows):
         f"| {r['kind']} | {r['algebra']} | {r['path']} | {r['c']} | {f['flops_vs_real']:.2f} "
         f"| {b['flops_vs_real']:.2f} | {f['speedup_vs_expanded']:.2f} "
         f"| {b['speedup_vs_expanded']:.2f} | {b['gmacs_per_s']:.1f} "
-        f"| {opt(b['kept_speedup'])} | {opt(b['kept_flops_vs_real'])} | {opt(b['gauss_speedup'])} |")
+        f"| {opt(b['kept_speedup'])} | {opt(b['kept_flops_vs_real'])} "
+        f"| {opt(b['gauss_speedup'])} |")
   return "\n".join(lines)
 
 
@@ -180,7 +182,10 @@ def write_section(path, section, text):
   block = f"{begin}\n{text}\n{end}"
   old = open(path).read() if os.path.exists(path) else ""
   pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-  new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
+  if pattern.search(old):
+    new = pattern.sub(lambda _: block, old)
+  else:
+    new = old.rstrip() + "\n\n" + block + "\n"
   with open(path, "w") as f:
     f.write(new)
 
@@ -205,10 +210,12 @@ def run_case(kind, name, args, rng):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--kind", default="dense,conv")
   p.add_argument("--algebras", default=",".join(algebras.names()))
-  p.add_argument("--width", type=int, default=512, help="real activation width (C·D) of dense layers")
+  p.add_argument("--width", type=int, default=512,
+                 help="real activation width (C·D) of dense layers")
   p.add_argument("--conv_width", type=int, default=128, help="real activation width of conv layers")
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--conv_batch", type=int, default=16)

@@ -51,7 +51,8 @@ LAYERS = {
 
 def _pruned_real(rng, width, block, sparsity):
   bi, bo = block
-  keep = rng.permutation((width // bi) * (width // bo)) >= round(sparsity * (width // bi) * (width // bo))
+  blocks = (width // bi) * (width // bo)
+  keep = rng.permutation(blocks) >= round(sparsity * blocks)
   mask = np.kron(keep.reshape(width // bi, width // bo), np.ones((bi, bo)))
   return (rng.normal(size=(width, width)) * mask).astype(np.float32)
 

@@ -696,7 +696,7 @@ def matched_config(reference: dict, algebra, match: str = "params", *, tol: floa
     raise ValueError(f"Unknown match {match!r}; valid: {', '.join(MATCH_MODES)}.")
   alg = algebras_lib.get(algebra)
   ref = dict(reference)
-  c_ref, f_ref, ch_ref, h = ref["d_model"], ref["d_inner"], ref["d_head"], ref["n_heads"]
+  c_ref, f_ref, ch_ref = ref["d_model"], ref["d_inner"], ref["d_head"]
   if seq_len is None:
     seq_len = ref.get("mem_len") or 128
 
