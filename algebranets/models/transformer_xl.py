@@ -250,6 +250,14 @@ class DecoderLayer(hk.Module):
     self.pre_lnorm = pre_lnorm
     self.activation = ann.get_activation(activation)
 
+  # Why every submodule factory below is `name_like("__call__")`: Haiku names a submodule by the
+  # method that creates it, so a Linear built inside `decode_step` would get new parameters
+  # (".../decode_step/q") instead of the trained ones ("…/q"). The factories are called from
+  # both `__call__` (training, evaluation) and `decode_step` (one token at a time), and the
+  # decorator makes both see the parameters `__call__` created. Building the submodules once in
+  # `__init__` would also share them, but Haiku would then name them ".../~/q": every parameter
+  # name would change, and with it saved checkpoints and the name patterns that select weights
+  # for weight decay and pruning.
   @hk.experimental.name_like("__call__")
   def _linear(self, size, name, with_bias=False):
     return ann.Linear(size, algebra=self.algebra, with_bias=with_bias, w_init=self.w_init,
@@ -464,6 +472,8 @@ class TransformerXL(hk.Module):
     self.tail_capacity = tail_capacity
 
   # ------------------------------------------------------------ submodules
+  # name_like("__call__"): `decode_step` reuses the parameters `__call__` created (see
+  # `DecoderLayer`'s submodule factories).
   @hk.experimental.name_like("__call__")
   def _embedding(self):
     return adaptive.AdaptiveEmbedding(
