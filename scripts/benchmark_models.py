@@ -405,32 +405,16 @@ def main(argv=None):
   args = p.parse_args(argv)
   rng = np.random.default_rng(0)
   header = markdown_header(argv)
-  if "train" in args.bench.split(","):
-    table = bench_train(args, rng)
-    print(table)
-    if args.write:
-      write_section(args.write, "models-train", header + "\n\n" + table)
-  if "dot" in args.bench.split(","):
-    table = bench_dot(args, rng)
-    print(table)
-    if args.write:
-      write_section(args.write, "models-dot", header + "\n\n" + table)
-  if "decode" in args.bench.split(","):
-    table = bench_decode(args, rng)
-    print(table)
-    if args.write:
-      write_section(args.write, "models-decode", header + "\n\n" + table)
-  if "stage3" in args.bench.split(","):
-    table = bench_stage3(args, rng)
-    print(table)
-    if args.write:
-      write_section(args.write, "models-stage3", header + "\n\n" + table)
-  if "decode_sparse" in args.bench.split(","):
-    table = bench_decode_sparse(args, rng)
-    print(table)
-    if args.write:
-      write_section(args.write, "models-decode-sparse", header + "\n\n" + table)
-
+  benches = {"train": (bench_train, "models-train"), "dot": (bench_dot, "models-dot"),
+             "decode": (bench_decode, "models-decode"),
+             "stage3": (bench_stage3, "models-stage3"),
+             "decode_sparse": (bench_decode_sparse, "models-decode-sparse")}
+  for name, (bench, section) in benches.items():  # in this order, each if asked for
+    if name in args.bench.split(","):
+      table = bench(args, rng)
+      print(table)
+      if args.write:
+        write_section(args.write, section, header + "\n\n" + table)
 
 if __name__ == "__main__":
   main()

@@ -156,6 +156,12 @@ def attention_mask(q_len: int, k_len: int, mem_len: int = 0, same_length: bool =
   return jnp.asarray(visible)
 
 
+def score_scale(ch: int, d: int) -> float:
+  """1/sqrt(Ch·D): the scaling of the attention scores (a head's width in reals), shared by the
+  full attention (`relative_attention_logits`) and the incremental one (`decode_step`)."""
+  return 1.0 / math.sqrt(ch * d)
+
+
 def relative_attention_logits(q, k, rel_k, r_w_bias, r_r_bias):
   """Scaled relative attention scores, real over the components of each head.
 
@@ -175,7 +181,7 @@ def relative_attention_logits(q, k, rel_k, r_w_bias, r_r_bias):
                   preferred_element_type=f32)                       # [B, H, T, K]
   bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k,
                   preferred_element_type=f32)                       # [B, H, T, K] by distance
-  return (ac + rel_shift(bd)) * (1.0 / math.sqrt(ch * d))
+  return (ac + rel_shift(bd)) * score_scale(ch, d)
 
 
 def _score_dtype(dtype):
@@ -348,7 +354,7 @@ class DecoderLayer(hk.Module):
     bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k,
                     preferred_element_type=f32)                      # [B, H, 1, W] by distance
     bd = jnp.take(bd, distance, axis=-1)                             # [B, H, 1, W] by slot
-    logits = (ac + bd) * (1.0 / math.sqrt(ch * d))
+    logits = (ac + bd) * score_scale(ch, d)
     return self._attend_and_feed_forward(h, _masked(logits, visible), values, False), keys, values
 
 
