@@ -520,11 +520,13 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
         eval_now = evals and (last or is_due(s, tc.eval_every))
         save_now = eval_now or last or preempted or is_due(s, tc.checkpoint_every)
 
-        # Log: every log_every steps, and before whatever needs the losses checked.
-        if is_due(s, tc.log_every) or last or preempted or save_now or held is not None:
+        # Log: every log_every steps, and before a save (which needs the losses checked).
+        if is_due(s, tc.log_every) or last or preempted or save_now:
           last_train = _check_and_log(run, pending, s, progress, throughput, writer,
                                       units_per_step, start)
           pending = []
+        elif held is not None:  # checked, not logged: the log cadence stays the same
+          pending = _check_finite(run, pending, start)
         if held is not None:  # step s computed its loss from the held state: it is good
           _save(run, held.step, held.state, held.metrics)
           held = None
@@ -573,6 +575,19 @@ def _train_loop(run: _Run, state, start: int, model, evaluate_during_training: b
 def _check_and_log(run: _Run, pending, step: int, progress, throughput: _Throughput, writer,
                    units_per_step: int, start: int) -> dict[str, float]:
   """Fetches the pending metrics, stops on a non-finite one, logs and returns their mean."""
+  host = _check_finite(run, pending, start)
+  mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+  mean["lr"] = float(host[-1][1]["lr"])
+  rates, seconds = progress.update(step, units_per_step, mean)
+  throughput.add(len(host), seconds)
+  out = dict(mean, **rates)
+  writer.write(step, "train", out)
+  return out
+
+
+def _check_finite(run: _Run, pending, start: int) -> list:
+  """The pending (step, metrics) on the host; NonFiniteLossError at the first non-finite loss
+  or gradient norm."""
   host = [(s, distributed.tree_to_host(m)) for s, m in pending]
   for s, m in host:
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
@@ -581,13 +596,7 @@ def _check_and_log(run: _Run, pending, step: int, progress, throughput: _Through
                         f"non-finite training {what} (loss {float(m['loss'])}, gradient norm "
                         f"{float(m['grad_norm'])}) at step {s} (computed from the state after "
                         f"step {s - 1})")
-  mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
-  mean["lr"] = float(host[-1][1]["lr"])
-  rates, seconds = progress.update(step, units_per_step, mean)
-  throughput.add(len(host), seconds)
-  out = dict(mean, **rates)
-  writer.write(step, "train", out)
-  return out
+  return host
 
 
 def _non_finite(run: _Run, bad: int, start: int, what: str) -> "NonFiniteLossError":

@@ -264,9 +264,10 @@ def test_microbatches_on_eight_devices_equal_the_full_batch_and_move_no_rows():
   np.testing.assert_allclose(lm["micro_losses"], lm["full_losses"], rtol=1e-5)
   np.testing.assert_allclose(lm["micro_losses"], lm["hand_losses"], rtol=1e-5)
   # Batch norm over 8 rows (one per device) amplifies rounding through two steps at lr 0.5:
-  # one entry differed by 2.6e-4 relative on a 2-core AMD EPYC (2026-12-02), none on the CI
-  # machine. Per-micro-batch vs whole-batch statistics differ by far more (the one-device test).
-  assert_trees_close(out["resnet"]["micro"], out["resnet"]["hand"], rtol=1e-3, atol=1e-5,
+  # single entries differed by up to 4e-5 absolute (2.6e-4 relative) on a 2-core AMD EPYC
+  # (2026-12-02), none on the CI machine. Per-micro-batch vs whole-batch statistics differ by
+  # far more (the one-device test).
+  assert_trees_close(out["resnet"]["micro"], out["resnet"]["hand"], rtol=1e-3, atol=1e-4,
                      what="resnet")
   padded = out["padded"]
   assert padded["rows"] == 16
