@@ -179,6 +179,9 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     self.check_shapes(abstract_state, step)
+    return self._read_state(abstract_state, step)
+
+  def _read_state(self, abstract_state, step: int):
     restored = self.manager.restore(
         int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     return restored["state"]
@@ -195,9 +198,7 @@ class Checkpointer:
         return None, None
       self.check_shapes(abstract_state, step)
       try:
-        return step, self.restore(abstract_state, step)
-      except errors.UserError:
-        raise
+        return step, self._read_state(abstract_state, step)  # shapes checked just above
       except Exception as e:  # pylint: disable=broad-except
         aside = self.move_aside(step)
         log.warning("checkpoint %d in %s is damaged (%s); moved it to %s and falling back to "

@@ -35,6 +35,7 @@ import logging
 import math
 import pathlib
 import signal
+import sys
 import threading
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -381,18 +382,13 @@ def _all_finite(tree) -> jax.Array:
   return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
-def _run_command() -> str:
-  import sys  # pylint: disable=g-import-not-at-top
-  return " ".join(sys.argv)
-
-
 def _prepare(config, workdir, mesh, *, evaluating: bool):
   """(run, lock, applied): the run of `config` in `workdir`, after taking the workdir's lock
   and refusing a config of another model (workdir.check_compatible; nothing is written then).
   `applied`: the config changes from the workdir's config.json that this run applies."""
   dataset = build_dataset(config)
   config = resolve_config(config, dataset)
-  lock = workdir_lib.lock_all_processes(workdir, _run_command())
+  lock = workdir_lib.lock_all_processes(workdir, " ".join(sys.argv))
   try:
     applied = workdir_lib.check_compatible(workdir, config)
     if evaluating:  # evaluation changes nothing of the training run: its config stays
