@@ -223,8 +223,10 @@ def summary_lines(report) -> list[str]:
                    f"{report['sections'][name]['info']['unit']}/s  step "
                    f"{r['step_s'] * 1e3:.1f} ms")
       elif name == "decode":
-        out.append(f"      {r['algebra']:4s} {r['tokens_per_s']:10.1f} tokens/s "
-                   f"({r['vs_real']:.2f}x real)")
+        # One entry per decode route (xla, and the rows kernel where it applies).
+        routes = ", ".join(f"{route} {tps:.1f} tokens/s ({r['vs_real'][route]:.2f}x real)"
+                           for route, tps in r["tokens_per_s"].items())
+        out.append(f"      {r['algebra']:4s} {routes}")
   return out
 
 

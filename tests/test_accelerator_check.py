@@ -128,8 +128,11 @@ def test_reduced_mode_writes_every_section_with_numbers(tmp_path):
 
   # Decoding: tokens/s of r and m2r.
   decode = {r["algebra"]: r for r in sections["decode"]["rows"]}
-  assert set(decode) == {"r", "m2r"} and all(r["tokens_per_s"] > 0 for r in decode.values())
-  assert decode["r"]["vs_real"] == 1.0
+  assert set(decode) == {"r", "m2r"}
+  for r in decode.values():  # one rate per route: xla, and the rows kernel where it applies
+    assert "xla" in r["tokens_per_s"] and all(v > 0 for v in r["tokens_per_s"].values()), r
+  assert set(decode["r"]["vs_real"].values()) == {1.0}
+  assert re.search(r"\n +m2r +xla [\d.]+ tokens/s \([\d.]+x real\)", proc.stdout), proc.stdout
 
   # The summary is printed, and --merge brings the block into another file.
   assert "accelerator check: " + LABEL in proc.stdout
@@ -207,6 +210,19 @@ def test_rows_that_failed_or_did_not_run_are_in_the_tables():
   assert _table_rows(params_table, "h")[0][-1] == "failed: ValueError: no width"
   assert _table_rows(macs_table, "m2r")[0][-1] == "not run: time cap"
   assert driver.status_text(res) == "FAILED: h/params: failed"
+
+
+def test_the_summary_prints_every_decode_route():
+  # The decode rows as scripts/benchmark_models.py returns them: one rate per route.
+  rows = [dict(algebra="r", tokens_per_s={"xla": 2000.0, "kernel": 2500.0},
+               vs_real={"xla": 1.0, "kernel": 1.0}),
+          dict(algebra="m2r", tokens_per_s={"xla": 1600.0, "kernel": 1500.0},
+               vs_real={"xla": 0.8, "kernel": 0.6})]
+  report = {"wall_s": 10.0, "budget_s": 100.0, "reduced": True,
+            "sections": {"decode": {"status": "ok", "rows": rows, "notes": [], "wall_s": 5.0}}}
+  lines = _driver().summary_lines(report)
+  assert "      m2r  xla 1600.0 tokens/s (0.80x real), kernel 1500.0 tokens/s (0.60x real)" \
+      in lines, lines
 
 
 def test_the_accelerator_run_stops_at_once_when_jax_sees_only_cpus(tmp_path):
