@@ -42,6 +42,7 @@ import pytest
 from experiments import collect
 from experiments import launch
 from experiments import sweeps
+from tests import suite_env
 
 from experiments import ray_backend
 
@@ -78,7 +79,8 @@ class LocalCluster:
     self.address = f"{HEAD_IP}:{self.port}"
     self.env = {k: v for k, v in os.environ.items()
                 if not k.startswith("RAY_") and k != "XLA_FLAGS"}
-    self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
+    self.env.update(XLA_FLAGS=suite_env.xla_flags(),  # one CPU device per process
+                    RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
                     RAY_USAGE_STATS_ENABLED="0", JAX_COMPILATION_CACHE_DIR=str(jax_cache),
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
     self.logs = []
@@ -149,8 +151,8 @@ class LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-  return tmp_path_factory.mktemp("jax_cache")
+def jax_cache(compilation_cache):
+  return compilation_cache  # the suite's (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,43 +1,12 @@
-"""Fixtures of the training tests: small files in the real formats and a compile cache.
+"""Fixtures of the training tests: small files in the real formats (the compile cache is the
+whole suite's, tests/conftest.py)."""
 
-XLA:CPU compilation dominates these tests, and several tests compile the same programs (a run
-and its resumption, the CLI and the library): a persistent compilation cache, in a temporary
-directory of the session and shared with the tests' subprocesses through
-$JAX_COMPILATION_CACHE_DIR, compiles each program once.
-"""
-
-import os
 import zipfile
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache as compilation_cache_lib
 import numpy as np
 import pytest
 
 from training_testlib import text_bytes
-
-
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-  cache = tmp_path_factory.mktemp("jax_cache")
-  before = (jax.config.jax_compilation_cache_dir,
-            jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(cache))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  compilation_cache_lib.reset_cache()  # earlier tests may have compiled without a cache
-  env = {"JAX_COMPILATION_CACHE_DIR": str(cache),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
-  saved_env = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)
-  yield cache
-  jax.config.update("jax_compilation_cache_dir", before[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-  compilation_cache_lib.reset_cache()
-  for k, v in saved_env.items():
-    if v is None:
-      os.environ.pop(k, None)
-    else:
-      os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests import suite_env
+
 from training_testlib import ROOT
 
 pytestmark = pytest.mark.slow  # trains models: compiles for seconds
@@ -58,7 +60,7 @@ def test_two_processes_train_and_agree_on_the_parameters(enwik8_zip, tmp_path, b
   port = _free_port()
   here = os.path.dirname(os.path.abspath(__file__))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), here]))
-  env.pop("XLA_FLAGS", None)  # one CPU device per process
+  env["XLA_FLAGS"] = suite_env.xla_flags()  # one CPU device per process
   # Output goes to files: a full pipe would block one process while the other waits for it
   # at JAX's shutdown barrier.
   logs = [(open(tmp_path / f"out{i}.txt", "w"), open(tmp_path / f"err{i}.txt", "w"))

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests import suite_env
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 
@@ -68,7 +70,7 @@ def run_on_devices(script: str, *args, devices: int, timeout=600) -> dict:
   """Runs `script` with `devices` simulated CPU devices; returns the JSON it printed after
   "RESULT" (failing the test, with the script's stderr, if it exits non-zero)."""
   proc = run_python(script, *args, timeout=timeout,
-                    env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+                    env={"XLA_FLAGS": suite_env.xla_flags(devices)})
   assert proc.returncode == 0, proc.stderr[-4000:]
   return json.loads(proc.stdout.split("RESULT", 1)[1])
 
