@@ -100,33 +100,46 @@ def _check_override(config, dotted: str) -> None:
     done.append(key)
 
 
-def parse_flags(argv):
-  """absl flag parsing, after checking the config argument and every --config.* override.
+class _ConfigLoader(flags.ArgumentParser):
+  """The parser of --config=path.py[:arg], in place of config_flags' own: it loads the file once
+  and checks every --config.* override against it before ml_collections applies them.
 
-  ml_collections would fail on an unknown key with a bare AttributeError; this names the
-  valid keys (and a bad algebra or argument key, through get_config's ValueError).
+  ml_collections would fail on an unknown key with a bare AttributeError; this names the valid
+  keys. absl recasts a parser's ValueError as "flag --config=...: <message>", so the loader
+  keeps the original (a bad algebra or argument key, from get_config) for parse_flags to report.
   """
-  spec, overrides = None, []
-  for i, a in enumerate(argv[1:], 1):
-    if a.startswith("--config="):
-      spec = a[len("--config="):]
-    elif a == "--config" and i + 1 < len(argv):
-      spec = argv[i + 1]
-    elif a.startswith(("--config.", "--noconfig.")):
-      overrides.append(a.split("=", 1)[0].split("config.", 1)[1])
-  try:
-    if spec:
-      config = _load_config(spec)
-      for dotted in overrides:
+
+  def __init__(self, overrides: list[str]):
+    super().__init__()
+    self.overrides = overrides
+    self.error = None
+
+  def parse(self, path):
+    try:
+      config = _load_config(path)
+      for dotted in self.overrides:
         _check_override(config, dotted)
+    except Exception as e:  # pylint: disable=broad-except
+      self.error = e
+      raise
+    config.lock()
+    return config
+
+
+def parse_flags(argv):
+  """absl flag parsing, the config loaded once by `_ConfigLoader`."""
+  overrides = [a.split("=", 1)[0].split("config.", 1)[1] for a in argv[1:]
+               if a.startswith(("--config.", "--noconfig."))]
+  loader = _ConfigLoader(overrides)
+  flags.FLAGS["config"].parser = loader
+  try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(errors.report(e, verbose=errors.verbose_requested(argv[1:]),
-                           hint="--helpshort lists the flags"))
   except Exception as e:  # pylint: disable=broad-except
     # Loading the config is reading user input: its ValueErrors are the user's, wherever raised.
-    if isinstance(e, ValueError) or errors.is_user_error(e):
-      sys.exit(errors.report(e, verbose=errors.verbose_requested(argv[1:])))
+    error = loader.error or e
+    if isinstance(error, (flags.Error, ValueError)) or errors.is_user_error(error):
+      hint = "--helpshort lists the flags" if isinstance(error, flags.Error) else None
+      sys.exit(errors.report(error, verbose=errors.verbose_requested(argv[1:]), hint=hint))
     raise
 
 

@@ -66,6 +66,28 @@ def test_bad_config_or_flag_is_one_line_and_exit_1(tmp_path, args, says):
   assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
+def test_the_config_file_is_loaded_once_and_its_overrides_applied(tmp_path):
+  # A config that counts its get_config calls in a file, wrapping the character-LM config.
+  calls = tmp_path / "calls"
+  config = tmp_path / "counted.py"
+  config.write_text(
+      "import pathlib, runpy\n"
+      f"_lm = runpy.run_path({str(ROOT / LM)!r})\n"
+      "def get_config(arg):\n"
+      f"  with open({str(calls)!r}, 'a') as f:\n"
+      "    f.write('.')\n"
+      "  return _lm['get_config'](arg)\n")
+  code = ("import sys\nfrom algebranets import train\n"
+          "train.parse_flags(sys.argv)\n"
+          "print(train._CONFIG.value.algebra, train._CONFIG.value.train.batch_size)")
+  proc = subprocess.run([sys.executable, "-c", code, f"--config={config}:h,debug",
+                         "--config.train.batch_size=5", f"--workdir={tmp_path / 'w'}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ["h", "5"]
+  assert calls.read_text() == "."  # one get_config call
+
+
 def test_missing_data_file_and_missing_checkpoint_are_one_line_with_the_traceback_logged(
     tmp_path):
   workdir = tmp_path / "w"
