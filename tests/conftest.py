@@ -5,9 +5,10 @@ made here before JAX starts and inherited by the tests' subprocesses (the CLI, t
 launcher's runs, the Ray workers, the multi-device scripts):
 
 * `--xla_backend_optimization_level=0`: LLVM's optimisations of the compiled CPU code off,
-  about a quarter off a compile (test_ops' convolutions: 108 s -> 82 s). Results are the same
-  operations in the same order; the code runs slower, which the tests' tiny sizes do not feel.
-  Speed is measured by the benchmarks, which do not run under pytest.
+  about a quarter off a compile (test_ops' convolutions: 108 s -> 82 s). The same XLA program
+  is compiled, without LLVM's optimisations (float rounding may differ in the last bits, within
+  every test's tolerance: the suite passes under it); the code runs slower, which the tests'
+  tiny sizes do not feel. Speed is measured by the benchmarks, which do not run under pytest.
 * a persistent compilation cache in one directory of the pytest session, shared by the xdist
   workers and the subprocesses ($JAX_COMPILATION_CACHE_DIR): a run and its resumption, the CLI
   and the library, the sweep's runs of one config compile each program once.
