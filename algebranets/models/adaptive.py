@@ -219,6 +219,9 @@ class AdaptiveEmbedding(hk.Module):
 
 
 # ---------------------------------------------------------- adaptive softmax
+# Up to this many hidden states, the output logits are computed table-first (`_cluster_logits`).
+_FEW_ROWS = 8
+
 def _cluster_logits(h, table, bias, proj):
   """h [N, C, D] -> logits [N, V_i]; proj = None | ("tied" | "own", w, algebra, T or None)."""
   if proj is not None:
@@ -229,7 +232,13 @@ def _cluster_logits(h, table, bias, proj):
   # size 20 is off by up to 0.06 nats, and a bf16 log-sum-exp over thousands of words
   # loses ~3 significant digits of the loss.
   f32 = jnp.promote_types(h.dtype, jnp.float32)
-  logits = jnp.einsum("ncd,vcd->nv", h, table, preferred_element_type=f32)  # [N, V_i]
+  if h.shape[0] <= _FEW_ROWS and h.dtype == table.dtype == jnp.float32:
+    # A few rows (decoding): the table is the operand read in its stored layout [V_i, E·D];
+    # with it second, XLA on CPU copied the whole table into [E·D, V_i] at every step.
+    # (float32 only: XLA's CPU dot has no bfloat16 x bfloat16 -> float32 in this order.)
+    logits = jnp.einsum("vcd,ncd->vn", table, h, preferred_element_type=f32).T  # [N, V_i]
+  else:
+    logits = jnp.einsum("ncd,vcd->nv", h, table, preferred_element_type=f32)  # [N, V_i]
   return logits + bias.astype(f32)
 
 

@@ -10,7 +10,10 @@ Transformer-XL evaluation mode; W = mem_len + 1 by default), and for the
 first W positions exactly the full forward pass over the sequence so far.
 
 The relative-position keys W_r R of the W distances depend only on the
-parameters and are computed once, in `init_cache`.
+parameters: `decoder.prepare(params)` computes them once, with the weights'
+batch-1 layouts, and keeps them in the returned params (under the module name
+`REL_KEYS`, which Haiku ignores); a generation from raw params computes them
+in `init_cache`, once per generation.
 
 Shapes: B batch, P prompt length, N generated tokens, V vocabulary.
 
@@ -42,7 +45,11 @@ from algebranets import ops
 from algebranets.models.transformer_xl import DecodeCache, TransformerXL
 from algebranets.nn.inference import make_preparer
 
-__all__ = ["Decoder", "sample", "pick_tokens"]
+__all__ = ["Decoder", "sample", "pick_tokens", "REL_KEYS"]
+
+# Where `Decoder.prepare` keeps the cache's relative-position keys in the params it returns:
+# {REL_KEYS: {"layer_<l>": W_r R [H, W, Ch·D]}}. Haiku ignores a module name no module has.
+REL_KEYS = "decoder/rel_keys"
 
 
 def pick_tokens(rng, log_probs, temperature=1.0, top_k: Optional[int] = None):
@@ -82,7 +89,11 @@ class Decoder:
     self._sparse = sparse
     self._rows_kernel = rows_kernel
     self._preparer = None
-    self._init = hk.transform(lambda b: model_fn().init_cache(b, cache_len))
+    self._cache_len = cache_len
+    self._init = hk.transform(lambda b, rel_keys: model_fn().init_cache(b, cache_len,
+                                                                         rel_keys=rel_keys))
+    self._rel_keys = jax.jit(hk.transform(
+        lambda: model_fn().decode_rel_keys(cache_len)).apply)
     self._step = hk.transform(lambda tokens, cache: model_fn().decode_step(tokens, cache))
     self.init_cache = jax.jit(self._init_cache, static_argnums=1)
     self.step = jax.jit(self._step_fn)
@@ -108,15 +119,23 @@ class Decoder:
   def prepare(self, params, batch_size: int = 1):
     """Params with every weight prepared once, on the host, for `sample` at batch_size.
 
-    With `sparse=True` pruned layers get the element-sparse form where it is
-    faster at this batch; pass the result to `sample` to build it only once.
+    Also computes the cache's relative-position keys once (kept under `REL_KEYS`),
+    so a generation from the result does no weight work but its steps. With
+    `sparse=True` pruned layers get the element-sparse form where it is faster at
+    this batch. Pass the result to `sample`, `init_cache`, `step` or `prefill` in
+    place of params; it is stale once the params change.
     """
-    if _is_prepared(params):
+    if REL_KEYS in params:
       return params
-    return self._make_preparer(params, batch_size if self._sparse else None)(params)
+    if not _is_prepared(params):
+      params = self._make_preparer(params, batch_size if self._sparse else None)(params)
+    rel_keys = self._rel_keys(params, None)
+    return {**params, REL_KEYS: {f"layer_{l}": r for l, r in enumerate(rel_keys)}}
 
   def _init_cache(self, params, batch_size: int) -> DecodeCache:
-    return self._init.apply(params, None, batch_size)
+    stored = params.get(REL_KEYS)
+    rel_keys = None if stored is None else [stored[f"layer_{l}"] for l in range(len(stored))]
+    return self._init.apply(params, None, batch_size, rel_keys)
 
   def _step_fn(self, params, cache: DecodeCache, tokens):
     """(log_probs [B, V] after `tokens` [B], the updated cache)."""

@@ -211,12 +211,18 @@ def _dropout(x, rate, is_training, unit="component"):
 class DecodeCache(NamedTuple):
   """The state of incremental decoding (all shapes static).
 
-  keys, values: per layer [B, W, H, Ch, D], a ring buffer; slot s holds
-      position `positions[s]`.
-  rel_keys: per layer W_r R [W, H, Ch, D] for distances 0..W-1 (clamped by
-      clamp_len); derived from the parameters once, in `init_cache`.
+  keys, values: per layer [B·H, Ch·D, W] (batch-major, then heads), ring
+      buffers; slot s holds position `positions[s]`.
+  rel_keys: per layer W_r R [H, W, Ch·D] for distances 0..W-1 (clamped by
+      clamp_len); they depend only on the parameters (`decode_rel_keys`).
   positions: [W] int32, the absolute position in each slot, -1 if empty.
   step: [] int32, the absolute position of the next token.
+
+  These are the shapes and layouts that XLA on CPU contracts at batch 1 in
+  place. Kept position-major ([B, W, H, Ch, D], the layout of `__call__`'s
+  keys), both caches and the relative keys were copied into them at every
+  step: a third of the traced step time of the 55 M-parameter M4(R) model
+  (BENCHMARKS.md, issue 12).
   """
 
   keys: tuple
@@ -294,11 +300,17 @@ class DecoderLayer(hk.Module):
   @hk.experimental.name_like("__call__")
   def _attend_and_feed_forward(self, h, logits, v, is_training):
     """Softmax over keys, weighted values, output projection, residual, FFN."""
-    b, t, c, d = h.shape
+    b, t, _, d = h.shape
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)          # [B, H, T, K], f32 softmax
     probs = _dropout(probs, self.dropatt, is_training)
     out = jnp.einsum("bhij,bjhcd->bihcd", probs, v)                  # [B, T, H, Ch, D]
     out = out.reshape(b, t, self.n_heads * self.d_head, d)           # [B, T, H·Ch, D]
+    return self._project_and_feed_forward(h, out, is_training)
+
+  @hk.experimental.name_like("__call__")
+  def _project_and_feed_forward(self, h, out, is_training):
+    """Output projection of the attention out [B, T, H·Ch, D], residual, FFN."""
+    c = h.shape[2]
     unit = self.dropout_unit
     out = _dropout(self._linear(c, "o")(out), self.dropout, is_training, unit)  # [B, T, C, D]
     h = h + out if self.pre_lnorm else self._norm("attn_norm")(h + out)
@@ -334,8 +346,8 @@ class DecoderLayer(hk.Module):
 
     Args:
       h: inputs [B, 1, C, D].
-      keys, values: this layer's cache [B, W, H, Ch, D].
-      rel_k: W_r R [W, H, Ch, D] for distances 0..W-1.
+      keys, values: this layer's cache [B·H, Ch·D, W].
+      rel_k: W_r R [H, W, Ch·D] for distances 0..W-1.
       slot: [] int, where the new key/value go.
       distance: [W] int, the distance from the new position to each slot.
       visible: [W] bool.
@@ -344,18 +356,27 @@ class DecoderLayer(hk.Module):
     Returns:
       (outputs [B, 1, C, D], keys, values) with the new position written.
     """
-    q, k, v = self._qkv(h, h)                                        # [B, 1, H, Ch, D]
-    keys = jax.lax.dynamic_update_slice_in_dim(keys, k, slot, axis=1)  # [B, W, H, Ch, D]
-    values = jax.lax.dynamic_update_slice_in_dim(values, v, slot, axis=1)
-    ch, d = q.shape[-2:]
+    b, _, _, d = h.shape
+    n, k_dim = b * self.n_heads, self.d_head * d                     # B·H, Ch·D
+    q, k, v = (x.reshape(n, k_dim) for x in self._qkv(h, h))         # [B·H, Ch·D]
+    # Written first, then read: XLA on CPU then updates the caches in place. (Read first and
+    # written after, each cache was copied twice per step; and caches of another rank than the
+    # contractions below were updated twice, once per shape.) The operand order of the einsums
+    # is the one in which XLA reads the caches without copying them into another layout.
+    keys = jax.lax.dynamic_update_slice_in_dim(keys, k[..., None], slot, axis=2)
+    values = jax.lax.dynamic_update_slice_in_dim(values, v[..., None], slot, axis=2)
     f32 = _score_dtype(q.dtype)
-    ac = jnp.einsum("bihcd,bjhcd->bhij", q + r_w_bias, keys,
-                    preferred_element_type=f32)                      # [B, H, 1, W] by slot
-    bd = jnp.einsum("bihcd,jhcd->bhij", q + r_r_bias, rel_k,
-                    preferred_element_type=f32)                      # [B, H, 1, W] by distance
-    bd = jnp.take(bd, distance, axis=-1)                             # [B, H, 1, W] by slot
-    logits = (ac + bd) * score_scale(ch, d)
-    return self._attend_and_feed_forward(h, _masked(logits, visible), values, False), keys, values
+    u, r = (x.reshape(self.n_heads, k_dim) for x in (r_w_bias, r_r_bias))  # [H, Ch·D]
+    ac = jnp.einsum("nk,nkj->nj", (q.reshape(b, self.n_heads, k_dim) + u).reshape(n, k_dim),
+                    keys, preferred_element_type=f32)                # [B·H, W] by slot
+    bd = jnp.einsum("bhk,hjk->bhj", q.reshape(b, self.n_heads, k_dim) + r, rel_k,
+                    preferred_element_type=f32)                      # [B, H, W] by distance
+    bd = jnp.take(bd, distance, axis=-1).reshape(n, -1)              # [B·H, W] by slot
+    logits = _masked((ac + bd) * score_scale(self.d_head, d), visible)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)          # [B·H, W], f32 softmax
+    out = jnp.einsum("nkj,nj->nk", values, probs)                    # [B·H, Ch·D]
+    out = out.reshape(b, 1, self.n_heads * self.d_head, d)           # [B, 1, H·Ch, D]
+    return self._project_and_feed_forward(h, out, False), keys, values  # [B, 1, C, D], caches
 
 
 # -------------------------------------------------------------------- model
@@ -589,17 +610,37 @@ class TransformerXL(hk.Module):
 
   # -------------------------------------------------------------- decoding
   @hk.experimental.name_like("__call__")
+  def decode_rel_keys(self, cache_len: Optional[int] = None) -> tuple:
+    """Per layer W_r R [H, W, Ch·D] for the distances 0..W-1 of a decoding cache of W =
+    cache_len positions (default mem_len + 1): they depend only on the parameters."""
+    w = self.mem_len + 1 if cache_len is None else positive_int(cache_len, "cache_len")
+    rel = self._distances(w)[::-1]                                   # [W, C, D], distances 0..W-1
+    return tuple(layer.rel_keys(rel).swapaxes(0, 1).reshape(self.n_heads, w, -1)
+                 for layer in self._layers())                        # L × [H, W, Ch·D]
+
+  @hk.experimental.name_like("__call__")
   def init_cache(self, batch_size: int, cache_len: Optional[int] = None,
-                 dtype=jnp.float32) -> DecodeCache:
-    """An empty cache of W = cache_len positions (default mem_len + 1)."""
+                 dtype=jnp.float32, rel_keys: Optional[Sequence[jax.Array]] = None
+                 ) -> DecodeCache:
+    """An empty cache of W = cache_len positions (default mem_len + 1).
+
+    rel_keys: `decode_rel_keys(cache_len)` computed earlier (`decoding.Decoder.prepare` keeps
+    them with the prepared weights); None computes them here.
+    """
     batch_size = positive_int(batch_size, "batch_size")
     w = self.mem_len + 1 if cache_len is None else positive_int(cache_len, "cache_len")
     d = self.algebra.dim
-    zeros = jnp.zeros((batch_size, w, self.n_heads, self.d_head, d), dtype)
-    rel = self._distances(w)[::-1]                                   # [W, C, D], distances 0..W-1
-    rel_keys = tuple(layer.rel_keys(rel) for layer in self._layers())
+    zeros = jnp.zeros((batch_size * self.n_heads, self.d_head * d, w), dtype)  # [B·H, Ch·D, W]
+    if rel_keys is None:
+      rel_keys = self.decode_rel_keys(w)
+    want = (self.n_heads, w, self.d_head * d)
+    if len(rel_keys) != self.n_layers or any(r.shape != want for r in rel_keys):
+      raise ValueError(f"rel_keys were computed for another model or cache length: this cache "
+                       f"needs {self.n_layers} arrays [H, W, Ch·D] = {want}, got "
+                       f"{[tuple(r.shape) for r in rel_keys]}; prepare the params with the "
+                       "decoder that uses them (or pass the raw params).")
     return DecodeCache(keys=(zeros,) * self.n_layers, values=(zeros,) * self.n_layers,
-                       rel_keys=rel_keys, positions=jnp.full((w,), -1, jnp.int32),
+                       rel_keys=tuple(rel_keys), positions=jnp.full((w,), -1, jnp.int32),
                        step=jnp.zeros((), jnp.int32))
 
   @hk.experimental.name_like("__call__")

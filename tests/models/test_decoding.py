@@ -39,7 +39,8 @@ def test_each_step_equals_the_full_forward_pass(algebra, extra):
   full, _ = jax.jit(f.apply)(params, None, tokens)                  # [B, T, V]
   decoder = decoding.Decoder(model_fn)
   cache = decoder.init_cache(params, 2)
-  assert cache.keys[0].shape == (2, 9, 2, 4, algebras.get(algebra).dim)
+  d = algebras.get(algebra).dim
+  assert cache.keys[0].shape == cache.values[0].shape == (2 * 2, 4 * d, 9)  # [B·H, Ch·D, W]
   for t in range(6):
     log_probs, cache = decoder.step(params, cache, tokens[:, t])
     np.testing.assert_allclose(log_probs, full[:, t], atol=1e-5, err_msg=f"step {t}")
@@ -109,3 +110,34 @@ def test_sample_rejects_bad_arguments():
     decoder.sample({}, jax.random.PRNGKey(0), jnp.zeros((1, 0), jnp.int32), 3)
   with pytest.raises(ValueError, match="num_tokens"):
     decoder.sample({}, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), 0)
+
+
+def test_prepare_computes_the_relative_keys_once_and_generates_the_same_tokens():
+  # The cache's relative-position keys W_r R depend only on the parameters: `prepare` keeps them
+  # with the prepared weights, so a generation from the result does no weight work but its
+  # steps. Checked against numpy for the real model: R_j = [sin(j f), cos(j f)], f_k =
+  # 10000^(-2k/C), for the distances j = 0..W-1, times layer l's "r" weight.
+  cfg = dict(CFG, mem_len=4)                                         # W = 5
+  prompt = _tokens((1, 2))
+  model_fn, _, params = _setup(cfg, "r", prompt)
+  decoder = decoding.Decoder(model_fn)
+  prepared = decoder.prepare(params)
+  stored = prepared[decoding.REL_KEYS]
+  j = np.arange(5)[:, None]
+  f = 1.0 / 10000.0 ** (np.arange(0, 8, 2) / 8)                     # C = 8
+  r = np.concatenate([np.sin(j * f), np.cos(j * f)], axis=1)         # [W, C]
+  for l in range(2):
+    w = np.asarray(params[f"transformer_xl/layer_{l}/r"]["w"])[..., 0]  # [C, H·Ch]
+    want = (r @ w).reshape(5, 2, 4).transpose(1, 0, 2)               # [H, W, Ch]
+    np.testing.assert_allclose(stored[f"layer_{l}"], want, rtol=1e-5, atol=1e-6)
+  assert decoder.prepare(prepared) is prepared
+  key = jax.random.PRNGKey(4)
+  np.testing.assert_array_equal(decoder.sample(prepared, key, prompt, 6, temperature=0.7),
+                                decoder.sample(params, key, prompt, 6, temperature=0.7))
+  log_probs, _ = decoder.prefill(prepared, decoder.init_cache(prepared, 1), prompt)
+  want, _ = decoder.prefill(params, decoder.init_cache(params, 1), prompt)
+  np.testing.assert_allclose(log_probs, want, atol=1e-5)
+  # Keys computed for another cache length are refused, not used at the wrong distances.
+  other = decoding.Decoder(model_fn, cache_len=3)
+  with pytest.raises(ValueError, match="another model or cache length"):
+    other.sample(prepared, key, prompt, 2)
