@@ -443,9 +443,26 @@ static bool SmallP(const int32_t* ip, const int32_t* ix, const float* v, const f
   }
 }
 
-static ffi::Error BsrMatmul(ffi::Buffer<ffi::S32> indptr, ffi::Buffer<ffi::S32> indices,
-                            ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::F32> x,
-                            ffi::ResultBuffer<ffi::F32> y) {
+// Output rows [r0, r1): the row loops index indices/values through indptr, which holds
+// absolute offsets, so a range only moves indptr and y.
+static void BsrRange(const int32_t* ip, const int32_t* ix, const float* v, const float* x,
+                     float* y, int64_t r0, int64_t r1, int64_t P, int64_t bo, int64_t bi) {
+  ip += r0;
+  y += r0 * bo * P;
+  const int64_t rows = r1 - r0;
+  if (SmallP<1, 1>(ip, ix, v, x, y, rows, P, bo, bi) ||
+      SmallP<1, 4>(ip, ix, v, x, y, rows, P, bo, bi) ||
+      SmallP<4, 1>(ip, ix, v, x, y, rows, P, bo, bi) ||
+      SmallP<2, 2>(ip, ix, v, x, y, rows, P, bo, bi) ||
+      SmallP<3, 3>(ip, ix, v, x, y, rows, P, bo, bi) ||
+      SmallP<4, 4>(ip, ix, v, x, y, rows, P, bo, bi))
+    return;
+  RowLoopWide(ip, ix, v, x, y, rows, P, bo, bi);
+}
+
+static ffi::Error BsrMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> indptr,
+                            ffi::Buffer<ffi::S32> indices, ffi::Buffer<ffi::F32> values,
+                            ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
   auto vd = values.dimensions();   // [nnz, bo, bi]
   auto yd = y->dimensions();       // [rows, bo, P]
   if (vd.size() != 3 || yd.size() != 3 || vd[1] != yd[1])
@@ -456,19 +473,33 @@ static ffi::Error BsrMatmul(ffi::Buffer<ffi::S32> indptr, ffi::Buffer<ffi::S32> 
   const float* v = values.typed_data();
   const float* xx = x.typed_data();
   float* yy = y->typed_data();
-  if (SmallP<1, 1>(ip, ix, v, xx, yy, rows, P, bo, bi) ||
-      SmallP<1, 4>(ip, ix, v, xx, yy, rows, P, bo, bi) ||
-      SmallP<4, 1>(ip, ix, v, xx, yy, rows, P, bo, bi) ||
-      SmallP<2, 2>(ip, ix, v, xx, yy, rows, P, bo, bi) ||
-      SmallP<3, 3>(ip, ix, v, xx, yy, rows, P, bo, bi) ||
-      SmallP<4, 4>(ip, ix, v, xx, yy, rows, P, bo, bi))
+  // The output rows are split over the intra-op thread pool, as in the rows kernel below
+  // (rows of a randomly pruned weight hold about equal numbers of blocks).
+  int64_t threads = pool.num_threads();
+  threads = threads < 1 ? 1 : (threads > 16 ? 16 : threads);
+  if (vd[0] * bo * bi * P < (int64_t{1} << 16) || rows < 8 * threads) threads = 1;
+  if (threads == 1) {
+    BsrRange(ip, ix, v, xx, yy, 0, rows, P, bo, bi);
     return ffi::Error::Success();
-  RowLoopWide(ip, ix, v, xx, yy, rows, P, bo, bi);
+  }
+  const int64_t chunk = (rows + threads - 1) / threads;
+  std::atomic<int64_t> pending(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t r0 = t * chunk < rows ? t * chunk : rows;
+    const int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    pool.Schedule([=, &pending] {
+      BsrRange(ip, ix, v, xx, yy, r0, r1, P, bo, bi);
+      pending.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  BsrRange(ip, ix, v, xx, yy, 0, chunk < rows ? chunk : rows, P, bo, bi);
+  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
   return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AlgebranetsBsrMatmulF32, BsrMatmul,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

@@ -132,6 +132,22 @@ def test_decoding_a_pruned_model_gives_the_same_tokens(algebra):
   np.testing.assert_array_equal(sparse.sample(prepared, key, prompt, 6, temperature=0.0), tokens)
 
 
+@pytest.mark.skipif(not sparse_ops.kernel_available(), reason="no C++ compiler for the kernel")
+@pytest.mark.parametrize("name", ["r", "m2r", "m3r", "h", "m4r"])
+def test_element_kernel_large_enough_for_threads_equals_the_float64_product(name):
+  # 301 output elements: more rows than 8 per thread, an odd count (the last thread's range is
+  # shorter), and > 2^16 stored reals, so the kernel splits its rows over the thread pool.
+  alg = algebras.get(name)
+  rng = np.random.default_rng(11)
+  w = _pruned(rng, (203, 301, alg.dim), 0.6)
+  bs = sparse_ops.prepare_element(w.astype(np.float32), alg, "kernel")
+  apply = jax.jit(lambda x, bs: sparse_ops.element_dense(x, bs, alg))
+  for batch in (1, 2, 4, 37):                # the small-P loops (P = 1, 2, 4 columns) and wide
+    x = rng.normal(size=(batch, 203, alg.dim))
+    got = np.asarray(apply(jnp.asarray(x, jnp.float32), bs), np.float64)
+    np.testing.assert_allclose(got, naive.dense(x, w, name), rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9])
 @pytest.mark.parametrize("k,n", [(1, 1), (7, 3), (37, 21), (300, 1030)])
 def test_rows_matmul_equals_the_float64_product(rows, k, n):
