@@ -16,6 +16,9 @@ Two benchmarks (issue 3):
           the same decoding for a `--sparsity` element-sparse M2(R) model (random
           whole elements of every weight layer zeroed) on the sparse path vs the
           dense path (issue 12: bar >= 2x).
+  txl_base
+          one training step of Transformer-XL layers of the enwik8 base model's shapes at
+          equal multiply-adds for r, c, h, m2r, m4r (issue 12, section 3).
   stage3  forward+backward of ResNet-50 stage-3 bottleneck blocks (14×14, real width
           256 -> 1024) at equal multiply-adds for r, c, h, m2r, m4r; M_n(R) also with
           the activations kept folded through the blocks (`folded=True`).
@@ -24,7 +27,7 @@ Timings are the minimum over repeats, the models of one table timed
 round-robin so machine noise hits them alike.
 
 Usage:
-  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,dot] [--repeats 5]
+  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,txl_base,dot] [--repeats 5]
       [--write BENCHMARKS.md]
 """
 
@@ -271,6 +274,35 @@ def bench_decode_sparse(args, rng):
   return "\n".join(lines)
 
 
+# ----------------------------------------------------------------- txl_base
+def bench_txl_base(args, rng):
+  """One training step (forward, backward, SGD update) of Transformer-XL layers with the enwik8
+  base model's shapes (`txl.PRESETS["enwik8_base"]`: d_model 512, 8 heads of 64, d_inner 2048,
+  dropout 0.1), `--txl_layers` of them, batch `--lm_batch` x `--seq_len` tokens, no memory, per
+  algebra at the real layers' multiply-adds (`txl.matched_config(..., match="macs")`)."""
+  ref = dict(txl.PRESETS["enwik8_base"], n_layers=args.txl_layers, mem_len=0)
+  cases, info = {}, {}
+  for name in args.stage3_algebras.split(","):
+    config = ref if name == "r" else txl.matched_config(ref, name, match="macs",
+                                                        seq_len=args.seq_len)
+    run, params, macs, tokens = _txl_case(config, name, args, rng)
+    jax.block_until_ready(run())
+    cases[name] = run
+    info[name] = (config, params, macs, tokens)
+  t = _best_of_round_robin(cases, args.repeats)
+  real_macs = info["r"][2]
+  lines = [f"{args.txl_layers} layers of the enwik8 base shapes, batch {args.lm_batch} x "
+           f"{args.seq_len} tokens, no memory, forward+backward+SGD update.", "",
+           "| algebra | d_model / d_inner (elements) | params | MACs/token vs real | ms/step "
+           "| speed vs real | MAC/s vs real |", "|---|---|---|---|---|---|---|"]
+  for name, (config, params, macs, tokens) in info.items():
+    lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {params:,} "
+                 f"| {macs / real_macs:.3f} | {t[name] * 1e3:.1f} | {t['r'] / t[name]:.2f} "
+                 f"| {t['r'] / t[name] * macs / real_macs:.2f} |")
+    print("txl_base", name, f"{t[name] * 1e3:.1f} ms", flush=True)
+  return "\n".join(lines)
+
+
 # ----------------------------------------------------------------- stage3
 STAGE3_ALGEBRAS = ("r", "c", "h", "m2r", "m4r")
 
@@ -396,10 +428,12 @@ def main(argv=None):
   p.add_argument("--sparsity", type=float, default=0.9, help="element sparsity, decode_sparse")
   p.add_argument("--sparse_algebras", default="m2r", help="algebras of decode_sparse")
   p.add_argument("--dot_size", type=int, default=4096)
+  p.add_argument("--txl_layers", type=int, default=2, help="layers of the txl_base bench")
   p.add_argument("--stage3_blocks", type=int, default=2)
   p.add_argument("--stage3_batch", type=int, default=8)
   p.add_argument("--stage3_width", type=int, default=256, help="real bottleneck width")
-  p.add_argument("--stage3_algebras", default=",".join(STAGE3_ALGEBRAS))
+  p.add_argument("--stage3_algebras", default=",".join(STAGE3_ALGEBRAS),
+                 help="algebras of the stage3 and txl_base benches")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--write", default=None, help="markdown file to write the tables into")
   args = p.parse_args(argv)
@@ -408,6 +442,7 @@ def main(argv=None):
   benches = {"train": (bench_train, "models-train"), "dot": (bench_dot, "models-dot"),
              "decode": (bench_decode, "models-decode"),
              "stage3": (bench_stage3, "models-stage3"),
+             "txl_base": (bench_txl_base, "models-txl-base"),
              "decode_sparse": (bench_decode_sparse, "models-decode-sparse")}
   for name, (bench, section) in benches.items():  # in this order, each if asked for
     if name in args.bench.split(","):
