@@ -27,8 +27,8 @@ Timings are the minimum over repeats, the models of one table timed
 round-robin so machine noise hits them alike.
 
 Usage:
-  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,txl_base,dot] [--repeats 5]
-      [--write BENCHMARKS.md]
+  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,txl_base,dot]
+      [--repeats 5] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def bench_txl_base(args, rng):
            f"{args.seq_len} tokens, no memory, forward+backward+SGD update.", "",
            "| algebra | d_model / d_inner (elements) | params | MACs/token vs real | ms/step "
            "| speed vs real | MAC/s vs real |", "|---|---|---|---|---|---|---|"]
-  for name, (config, params, macs, tokens) in info.items():
+  for name, (config, params, macs, _tokens) in info.items():
     lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {params:,} "
                  f"| {macs / real_macs:.3f} | {t[name] * 1e3:.1f} | {t['r'] / t[name]:.2f} "
                  f"| {t['r'] / t[name] * macs / real_macs:.2f} |")
