@@ -7,8 +7,9 @@ name stack and primitives of the HLO instructions it runs (from the compiled mod
 
   weight matmuls  dots / kernel calls with a weight operand (>= 64 Ki entries) inside an
                   `nn.Linear` or the output softmax
-  attention       everything of the attention over the cache: score and value einsums,
-                  the cache writes, the score softmax, masking, the rel-position gather
+  attention       everything of the attention over the cache: score and value einsums
+                  (batched dots whose JAX name XLA dropped included), the cache writes, the
+                  score softmax, masking, the rel-position gather
   layout          transposes, copies, concatenations, component slices and the small
                   einsums with the structure tensor inside a Linear (fold / unfold, right path)
   norms + act     LayerNorms, the FFN nonlinearity, bias and residual adds
@@ -87,10 +88,15 @@ def parse_hlo(text: str):
     name, shape, opcode, rest = m.groups()
     shapes[name] = shape
     op_name = re.search(r'op_name="([^"]*)"', rest)
+    op_name = op_name.group(1) if op_name else ""
+    if not op_name and opcode == "dot" and "lhs_batch_dims" in rest:
+      # XLA's dot rewrites drop the JAX name; the step's only batched dots (over heads) are
+      # the attention's score and value contractions.
+      op_name = "layer_?/attention_dot"
     calls = re.findall(r"(?:calls|to_apply|body|condition)=%([\w.\-]+)", rest)
     operands = re.findall(r"%([\w.\-]+)", rest.split("),")[0])
     comps[current].append(name)
-    instrs[name] = (opcode, op_name.group(1) if op_name else "", operands, calls)
+    instrs[name] = (opcode, op_name, operands, calls)
   # Entry parameters that are weights ("...['w']...", prepared or not): their sizes identify
   # weight operands inside the loop, where they are loop-carried tuple elements.
   weights = {_num_elements(shapes[n]) for n, (_, op_name, _, _) in instrs.items()
@@ -145,7 +151,7 @@ def classify(items) -> Optional[str]:
     elif module in _NORMS:
       found.add("norms + act")
     elif module is not None and module.startswith("layer_"):
-      if "_attend_and_feed_forward" in op_name and (
+      if ("_attend_and_feed_forward" in op_name or "_project_and_feed_forward" in op_name) and (
           prim in ("max", "add") or "relu" in op_name or "gelu" in op_name):
         found.add("norms + act")
       else:
