@@ -362,6 +362,31 @@ _KERNEL_SOURCE = r"""
 #include "xla/ffi/api/ffi.h"
 namespace ffi = xla::ffi;
 
+// Runs fn(i0, i1) on [0, n) split into ranges of whole `align` items, one per thread of XLA's
+// intra-op pool (at most 16; one when `small`, where a task costs more than it saves); the
+// calling thread takes the first range and waits for the others.
+template <typename F>
+static void SplitOverPool(ffi::ThreadPool& pool, int64_t n, int64_t align, bool small, F fn) {
+  int64_t threads = pool.num_threads();
+  threads = threads < 1 ? 1 : (threads > 16 ? 16 : threads);
+  if (small || n < 8 * threads) threads = 1;
+  if (threads == 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  const int64_t chunk = ((n + threads - 1) / threads + align - 1) / align * align;
+  std::atomic<int64_t> pending(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t i0 = t * chunk < n ? t * chunk : n, i1 = i0 + chunk < n ? i0 + chunk : n;
+    pool.Schedule([=, &pending] {
+      fn(i0, i1);
+      pending.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  fn(int64_t{0}, chunk < n ? chunk : n);
+  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+}
+
 // Small P (batch-1 decoding: P = the n columns of an M_n element, or 1): the
 // row's bo x P outputs live in registers; when they are few, U independent
 // accumulators hide the add latency.
@@ -473,27 +498,10 @@ static ffi::Error BsrMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> indptr,
   const float* v = values.typed_data();
   const float* xx = x.typed_data();
   float* yy = y->typed_data();
-  // The output rows are split over the intra-op thread pool, as in the rows kernel below
-  // (rows of a randomly pruned weight hold about equal numbers of blocks).
-  int64_t threads = pool.num_threads();
-  threads = threads < 1 ? 1 : (threads > 16 ? 16 : threads);
-  if (vd[0] * bo * bi * P < (int64_t{1} << 16) || rows < 8 * threads) threads = 1;
-  if (threads == 1) {
-    BsrRange(ip, ix, v, xx, yy, 0, rows, P, bo, bi);
-    return ffi::Error::Success();
-  }
-  const int64_t chunk = (rows + threads - 1) / threads;
-  std::atomic<int64_t> pending(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t r0 = t * chunk < rows ? t * chunk : rows;
-    const int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
-    pool.Schedule([=, &pending] {
-      BsrRange(ip, ix, v, xx, yy, r0, r1, P, bo, bi);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  BsrRange(ip, ix, v, xx, yy, 0, chunk < rows ? chunk : rows, P, bo, bi);
-  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  // The output rows are split over the intra-op thread pool (rows of a randomly pruned weight
+  // hold about equal numbers of blocks).
+  SplitOverPool(pool, rows, 1, vd[0] * bo * bi * P < (int64_t{1} << 16),
+                [=](int64_t r0, int64_t r1) { BsrRange(ip, ix, v, xx, yy, r0, r1, P, bo, bi); });
   return ffi::Error::Success();
 }
 
@@ -584,24 +592,9 @@ static ffi::Error RowsMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* xp = x.typed_data();
   const float* wp = wt.typed_data();
   float* yp = y->typed_data();
-  int64_t threads = pool.num_threads();
-  threads = threads < 1 ? 1 : (threads > 16 ? 16 : threads);
-  if (N * K < (int64_t{1} << 16) || N < 8 * threads) threads = 1;  // small: not worth a task
-  if (threads == 1) {
-    DenseRange(xp, wp, yp, M, K, N, 0, N);
-    return ffi::Error::Success();
-  }
-  const int64_t chunk = ((N + threads - 1) / threads + 3) / 4 * 4;  // whole groups of J rows
-  std::atomic<int64_t> pending(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t n0 = t * chunk < N ? t * chunk : N, n1 = n0 + chunk < N ? n0 + chunk : N;
-    pool.Schedule([=, &pending] {
-      DenseRange(xp, wp, yp, M, K, N, n0, n1);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  DenseRange(xp, wp, yp, M, K, N, 0, chunk < N ? chunk : N);
-  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  // Whole groups of J = 4 weight rows per thread.
+  SplitOverPool(pool, N, 4, N * K < (int64_t{1} << 16),
+                [=](int64_t n0, int64_t n1) { DenseRange(xp, wp, yp, M, K, N, n0, n1); });
   return ffi::Error::Success();
 }
 

@@ -285,17 +285,17 @@ def bench_txl_base(args, rng):
   for name in args.stage3_algebras.split(","):
     config = ref if name == "r" else txl.matched_config(ref, name, match="macs",
                                                         seq_len=args.seq_len)
-    run, params, macs, tokens = _txl_case(config, name, args, rng)
+    run, params, macs, _ = _txl_case(config, name, args, rng)
     jax.block_until_ready(run())
     cases[name] = run
-    info[name] = (config, params, macs, tokens)
+    info[name] = (config, params, macs)
   t = _best_of_round_robin(cases, args.repeats)
   real_macs = info["r"][2]
   lines = [f"{args.txl_layers} layers of the enwik8 base shapes, batch {args.lm_batch} x "
            f"{args.seq_len} tokens, no memory, forward+backward+SGD update.", "",
            "| algebra | d_model / d_inner (elements) | params | MACs/token vs real | ms/step "
            "| speed vs real | MAC/s vs real |", "|---|---|---|---|---|---|---|"]
-  for name, (config, params, macs, _tokens) in info.items():
+  for name, (config, params, macs) in info.items():
     lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {params:,} "
                  f"| {macs / real_macs:.3f} | {t[name] * 1e3:.1f} | {t['r'] / t[name]:.2f} "
                  f"| {t['r'] / t[name] * macs / real_macs:.2f} |")

@@ -89,7 +89,6 @@ class Decoder:
     self._sparse = sparse
     self._rows_kernel = rows_kernel
     self._preparer = None
-    self._cache_len = cache_len
     self._init = hk.transform(lambda b, rel_keys: model_fn().init_cache(b, cache_len,
                                                                          rel_keys=rel_keys))
     self._rel_keys = jax.jit(hk.transform(

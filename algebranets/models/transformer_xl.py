@@ -367,9 +367,10 @@ class DecoderLayer(hk.Module):
     values = jax.lax.dynamic_update_slice_in_dim(values, v[..., None], slot, axis=2)
     f32 = _score_dtype(q.dtype)
     u, r = (x.reshape(self.n_heads, k_dim) for x in (r_w_bias, r_r_bias))  # [H, Ch·D]
-    ac = jnp.einsum("nk,nkj->nj", (q.reshape(b, self.n_heads, k_dim) + u).reshape(n, k_dim),
-                    keys, preferred_element_type=f32)                # [B·H, W] by slot
-    bd = jnp.einsum("bhk,hjk->bhj", q.reshape(b, self.n_heads, k_dim) + r, rel_k,
+    qh = q.reshape(b, self.n_heads, k_dim)                           # [B, H, Ch·D]
+    ac = jnp.einsum("nk,nkj->nj", (qh + u).reshape(n, k_dim), keys,
+                    preferred_element_type=f32)                      # [B·H, W] by slot
+    bd = jnp.einsum("bhk,hjk->bhj", qh + r, rel_k,
                     preferred_element_type=f32)                      # [B, H, W] by distance
     bd = jnp.take(bd, distance, axis=-1).reshape(n, -1)              # [B·H, W] by slot
     logits = _masked((ac + bd) * score_scale(self.d_head, d), visible)
