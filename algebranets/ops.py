@@ -333,7 +333,20 @@ def _matmul(x, w, precision):
   """x [..., K] @ w, w a [K, N] array or a RowsWeight."""
   if isinstance(w, RowsWeight):
     return sparse_ops.rows_matmul(x, w.wt, precision)                   # [..., N]
-  return jnp.matmul(x, w, precision=precision)                         # [..., N]
+  return matmul_2d(x, w, precision)                                    # [..., N]
+
+
+def matmul_2d(x, w, precision=None):
+  """x [..., K] @ w [K, N] as one 2-D matmul over the flattened leading axes.
+
+  The weight gradient of a matmul with several leading axes contracts all of them, and XLA's
+  CPU backend then copied the whole output gradient into [N, rows] first (about 14 ms per
+  1×1 conv of a ResNet-50 stage-3 block of M4(R), BENCHMARKS.md issue 12); with one leading
+  axis its dot reads the operand transposed in place.
+  """
+  lead = x.shape[:-1]
+  y = jnp.matmul(x.reshape(-1, x.shape[-1]), w, precision=precision)
+  return y.reshape(*lead, w.shape[-1])
 
 
 def _dense_reference(x, w, cout, alg, precision):
@@ -749,8 +762,7 @@ def _im2col_conv(x, k, stride, padding, dilation, precision):
   """
   kh, kw, c, o = k.shape
   patches = _im2col(x, (kh, kw), stride, padding, dilation)           # [N, H', W', KH·KW·C]
-  y = jnp.matmul(patches, k.reshape(kh * kw * c, o), precision=precision)
-  return y                                                            # [N, H', W', O]
+  return matmul_2d(patches, k.reshape(kh * kw * c, o), precision)     # [N, H', W', O]
 
 
 def _conv_reference(x, w, alg, stride, padding, dilation, groups, precision, impl, _t=None):
