@@ -454,7 +454,7 @@ def _dense_sparse(x, ws, cout, alg, precision):
   for ks, _, b, _ in _sparse_groups(alg):
     for k, bk in zip(ks, b):
       xk = jnp.concatenate([xt[j] for j in bk], axis=-1)                 # [..., P·Cin]
-      ys[k] = jnp.matmul(xk, ws[k], precision=precision)                 # [..., Cout]
+      ys[k] = matmul_2d(xk, ws[k], precision)                            # [..., Cout]
   return _stack_components(ys)
 
 
@@ -472,7 +472,10 @@ def _prepare_gauss(w, alg):
 def _dense_gauss(x, ws, cout, alg, precision):
   xr, xi = x[..., 0], x[..., 1]
   xs = jnp.stack([xr, xi - xr, xr + xi])                  # [3, ..., Cin]
-  k1, k2, k3 = jnp.einsum("s...i,sio->s...o", xs, ws, precision=precision)
+  lead = xr.shape[:-1]
+  # The positions flattened into one axis, as in `matmul_2d`.
+  k = jnp.einsum("sni,sio->sno", xs.reshape(3, -1, xs.shape[-1]), ws, precision=precision)
+  k1, k2, k3 = k.reshape(3, *lead, cout)
   return jnp.stack([k1 - k3, k1 + k2], axis=-1)
 
 
@@ -814,8 +817,8 @@ def _conv_sparse(x, w, alg, precision, **conv):
         continue
       pj = _im2col(xt[j], (kh, kw), conv["stride"], conv["padding"], conv["dilation"])
       wj = jnp.concatenate([_signed_sum(w, [(a, c)]) for a, _, c in reads], axis=-1)
-      yj = jnp.matmul(pj, wj.reshape(kh * kw * cin, len(reads) * cout),
-                      precision=precision)                    # [N, H', W', |S_j|·Cout]
+      yj = matmul_2d(pj, wj.reshape(kh * kw * cin, len(reads) * cout),
+                     precision)                               # [N, H', W', |S_j|·Cout]
       for r, (_, k, _) in enumerate(reads):
         part = yj[..., r * cout:(r + 1) * cout]
         ys[k] = part if ys[k] is None else ys[k] + part
