@@ -415,8 +415,9 @@ def bench_dot(args, rng):
   return "\n".join(lines)
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
+def parser(description=__doc__):
+  """The options of every bench (also read by scripts/benchmark_ab.py)."""
+  p = argparse.ArgumentParser(description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--bench", default="train,decode,dot")
   p.add_argument("--resnet", default="cifar_resnet20")
@@ -439,7 +440,11 @@ def main(argv=None):
                  help="algebras of the stage3 and txl_base benches")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--write", default=None, help="markdown file to write the tables into")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None):
+  args = parser().parse_args(argv)
   rng = np.random.default_rng(0)
   header = markdown_header(argv)
   benches = {"train": (bench_train, "models-train"), "dot": (bench_dot, "models-dot"),
