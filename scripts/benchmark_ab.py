@@ -108,13 +108,18 @@ def txl_base_cases(args):
   return {"txl_base": cases}
 
 
+def _algebras(args):
+  names = args.algebras.split(",")
+  return ["r"] + [n for n in names if n != "r"]   # the real row first, always there
+
+
 def train_cases(args):
   lm_ref = dict(vocab_size=256, d_model=args.lm_width, n_layers=2, n_heads=4,
                 d_head=args.lm_width // 4, d_inner=4 * args.lm_width, mem_len=0)
   groups = {}
-  for match in ("params", "macs"):
+  for match in args.match.split(","):
     resnet, lm = {}, {}
-    for name in benchmark_models.TRAIN_ALGEBRAS:
+    for name in _algebras(args):
       width = 1.0 if name == "r" else benchmark_models._match_resnet(args.resnet, name, match)
       resnet[name] = lambda bm, bo, a, rng, name=name, width=width: bm._resnet_case(
           name, width, a, rng)[0]
@@ -130,7 +135,7 @@ def train_cases(args):
 def conv_cases(args):
   hw = args.image
   cases = {}
-  for name in benchmark_models.TRAIN_ALGEBRAS:
+  for name in _algebras(args):
     def build(bm, bo, a, rng, name=name):
       alg = bo.algebras.get(name)
       c = max(1, round(a.conv_width / alg.dim))
@@ -168,6 +173,9 @@ def main(argv=None):
   p.add_argument("--conv_width", type=int, default=256)
   p.add_argument("--conv_batch", type=int, default=8)
   p.add_argument("--image", type=int, default=14)
+  p.add_argument("--algebras", default=",".join(benchmark_models.TRAIN_ALGEBRAS),
+                 help="algebras of the train and conv benches (r is always timed)")
+  p.add_argument("--match", default="params,macs", help="train: sizes matched by these")
   p.add_argument("--section", default="ab", help="name of the marked block in --write")
   args = p.parse_args(argv)
   unknown = [b for b in args.ab.split(",") if b not in BENCHES]
