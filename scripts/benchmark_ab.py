@@ -127,8 +127,9 @@ def train_cases(args):
           lm_ref, name, match=match, seq_len=args.seq_len)
       lm[name] = lambda bm, bo, a, rng, name=name, config=config: bm._txl_case(
           config, name, a, rng)[0]
-    groups[f"train resnet, equal {match}"] = resnet
-    groups[f"train transformer_xl, equal {match}"] = lm
+    for model, cases in (("resnet", resnet), ("transformer_xl", lm)):
+      if model in args.models.split(","):
+        groups[f"train {model}, equal {match}"] = cases
   return groups
 
 
@@ -176,6 +177,7 @@ def main(argv=None):
   p.add_argument("--algebras", default=",".join(benchmark_models.TRAIN_ALGEBRAS),
                  help="algebras of the train and conv benches (r is always timed)")
   p.add_argument("--match", default="params,macs", help="train: sizes matched by these")
+  p.add_argument("--models", default="resnet,transformer_xl", help="train: these models")
   p.add_argument("--section", default="ab", help="name of the marked block in --write")
   args = p.parse_args(argv)
   unknown = [b for b in args.ab.split(",") if b not in BENCHES]
