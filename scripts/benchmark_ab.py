@@ -98,7 +98,7 @@ def stage3_cases(args):
 
 
 def txl_base_cases(args):
-  ref = dict(benchmark_models.txl.PRESETS["enwik8_base"], n_layers=args.txl_layers, mem_len=0)
+  ref = benchmark_models.txl_base_reference(args)
   cases = {}
   for name in args.stage3_algebras.split(","):
     config = ref if name == "r" else benchmark_models.txl.matched_config(
@@ -114,8 +114,7 @@ def _algebras(args):
 
 
 def train_cases(args):
-  lm_ref = dict(vocab_size=256, d_model=args.lm_width, n_layers=2, n_heads=4,
-                d_head=args.lm_width // 4, d_inner=4 * args.lm_width, mem_len=0)
+  lm_ref = benchmark_models.lm_reference(args)
   groups = {}
   for match in args.match.split(","):
     resnet, lm = {}, {}

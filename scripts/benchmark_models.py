@@ -132,10 +132,20 @@ def _match_resnet(model, algebra, match):
   raise ValueError(f"could not match {model} in {algebra} by {match} within 10%.")
 
 
+def lm_reference(args):
+  """The real Transformer-XL of the train bench (also scripts/benchmark_ab.py's)."""
+  return dict(vocab_size=256, d_model=args.lm_width, n_layers=2, n_heads=4,
+              d_head=args.lm_width // 4, d_inner=4 * args.lm_width, mem_len=0)
+
+
+def txl_base_reference(args):
+  """The real enwik8 base layers of the txl_base bench (also scripts/benchmark_ab.py's)."""
+  return dict(txl.PRESETS["enwik8_base"], n_layers=args.txl_layers, mem_len=0)
+
+
 def bench_train(args, rng):
   lines = []
-  lm_ref = dict(vocab_size=256, d_model=args.lm_width, n_layers=2, n_heads=4,
-                d_head=args.lm_width // 4, d_inner=4 * args.lm_width, mem_len=0)
+  lm_ref = lm_reference(args)
   for model in ("resnet", "transformer_xl"):
     for match in ("params", "macs"):
       cases = {}
@@ -280,7 +290,7 @@ def bench_txl_base(args, rng):
   base model's shapes (`txl.PRESETS["enwik8_base"]`: d_model 512, 8 heads of 64, d_inner 2048,
   dropout 0.1), `--txl_layers` of them, batch `--lm_batch` x `--seq_len` tokens, no memory, per
   algebra at the real layers' multiply-adds (`txl.matched_config(..., match="macs")`)."""
-  ref = dict(txl.PRESETS["enwik8_base"], n_layers=args.txl_layers, mem_len=0)
+  ref = txl_base_reference(args)
   cases, info = {}, {}
   for name in args.stage3_algebras.split(","):
     config = ref if name == "r" else txl.matched_config(ref, name, match="macs",
