@@ -666,8 +666,9 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
     precision: passed to the real convolutions / matmuls.
     conv_impl: how the real convolutions inside run: "xla"
       (lax.conv_general_dilated), "im2col" (slices + one matmul; ungrouped
-      convs only) or "auto" (im2col on CPU for ungrouped convs, XLA otherwise;
-      see `_im2col_conv` for the measurements behind this).
+      convs only) or "auto" (on CPU: XLA for narrow stride-1 KH×KW > 1
+      kernels, im2col for the other ungrouped convs; XLA for grouped convs and
+      on other backends; see `_resolve_conv_impl` for the measurements).
     structure: T [D, D, D] instead of algebra.structure (learned algebras; see
       `dense`); path "expanded" (default) or "reference".
 
@@ -714,15 +715,35 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
   return _CONV[path](x, w, alg, **args)
 
 
-def _resolve_conv_impl(impl, groups):
+# "auto" on CPU: XLA's convolution for ungrouped KH×KW > 1, stride-1 convolutions with at most
+# this many real input channels, im2col otherwise (see `_resolve_conv_impl`).
+AUTO_XLA_MAX_CHANNELS = 64
+
+
+def _resolve_conv_impl(impl, groups, kernel_shape=None, stride=(1, 1)):
+  """"xla" or "im2col" for a real conv with kernel [KH, KW, C/G, O] (None: not known).
+
+  "auto" on CPU, measured on 2 cores (forward+backward; 2026-12-03): im2col + one matmul for
+  1×1 kernels (a plain matmul), strided kernels and wide layers, where XLA's CPU convolution's
+  backward pass is slow (XLA for every conv made a ResNet-50 stage-3 step 1.7× slower); XLA's
+  convolution for the narrow stride-1 KH×KW kernels (at most AUTO_XLA_MAX_CHANNELS real input
+  channels: a ResNet-20's, or an M_n(R) model's folded ones), where the KH·KW patch copies cost
+  more than XLA's slower backward: a whole ResNet-20 SGD step at equal MACs ran 1.31-1.41×
+  faster than with im2col everywhere (r, M2(R), M4(R)).
+  """
   if impl == "auto":
-    return "im2col" if groups == 1 and jax.default_backend() == "cpu" else "xla"
+    if groups != 1 or jax.default_backend() != "cpu":
+      return "xla"
+    if (kernel_shape is not None and kernel_shape[0] * kernel_shape[1] > 1
+        and tuple(stride) == (1, 1) and kernel_shape[2] <= AUTO_XLA_MAX_CHANNELS):
+      return "xla"
+    return "im2col"
   return "im2col" if impl == "im2col" and groups == 1 else "xla"
 
 
 def _real_conv(x, k, stride, padding, dilation, groups, precision, impl):
   # [N, H, W, C] * [KH, KW, C/G, O] -> [N, H', W', O]
-  if _resolve_conv_impl(impl, groups) == "im2col":
+  if _resolve_conv_impl(impl, groups, k.shape, stride) == "im2col":
     return _im2col_conv(x, k, stride, padding, dilation, precision)
   return jax.lax.conv_general_dilated(
       x, k, window_strides=stride, padding=padding, rhs_dilation=dilation,
@@ -761,7 +782,9 @@ def _im2col_conv(x, k, stride, padding, dilation, precision):
   XLA's CPU convolution runs its backward pass far below matmul speed; this
   form differentiates into slices, pads and one matmul per operand, and on 2
   CPU cores trained 1.2-1.9x faster (forward+backward) across the layer sizes
-  in BENCHMARKS.md, at the price of KH·KW copies of the activations.
+  in BENCHMARKS.md, at the price of KH·KW copies of the activations. Those
+  copies cost more than XLA's backward for narrow stride-1 layers, which
+  "auto" gives to XLA (`_resolve_conv_impl`).
   """
   kh, kw, c, o = k.shape
   patches = _im2col(x, (kh, kw), stride, padding, dilation)           # [N, H', W', KH·KW·C]
@@ -805,7 +828,8 @@ def _conv_sparse(x, w, alg, precision, **conv):
   kh, kw, cg, cout, _ = w.shape
   ys = [None] * alg.dim
   groups = _sparse_groups(alg)
-  if _resolve_conv_impl(conv["impl"], conv["groups"]) == "im2col":
+  if _resolve_conv_impl(conv["impl"], conv["groups"], w.shape[:3],
+                        conv["stride"]) == "im2col":
     # One im2col per input component j and one matmul against the weights of
     # every product that reads it (N = |S_j|·Cout): no patch is copied twice
     # and the backward pass gets one patch gradient per component.

@@ -97,6 +97,31 @@ def test_conv_impls_agree(name):
       assert rel_err(y, want) < 1e-5, (impl, stride, padding, dil)
 
 
+@pytest.mark.parametrize("kernel,cin,stride,groups,want_conv", [
+    ((3, 3), 64, 1, 1, True),     # narrow stride-1 KHxKW: XLA's convolution
+    ((3, 3), 65, 1, 1, False),    # wider: im2col (slices + one matmul)
+    ((3, 3), 16, 2, 1, False),    # strided: im2col
+    ((1, 1), 16, 1, 1, False),    # 1x1: a plain matmul
+    ((3, 3), 16, 1, 2, True),     # grouped: always XLA's
+])
+def test_auto_conv_impl_picks_by_shape_on_cpu(kernel, cin, stride, groups, want_conv):
+  """conv_impl="auto" on CPU, in the compiled program: a convolution op or none (BENCHMARKS.md
+  and ops._resolve_conv_impl for the measurements behind the choice)."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("the rule is the CPU backend's")
+  rng = np.random.default_rng(9)
+  x = normal(rng, (2, 6, 6, cin, 1))
+  w = normal(rng, kernel + (cin // groups, 4, 1))
+  f = jax.jit(lambda x, w: ops.conv2d(x, w, "r", stride=stride, feature_group_count=groups))
+  hlo = f.lower(x, w).as_text()
+  assert ("convolution" in hlo) == want_conv, hlo[-3000:]
+  want = jax.lax.conv_general_dilated(x[..., 0], w[..., 0], (stride, stride), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=groups,
+                                      precision=jax.lax.Precision.HIGHEST)
+  assert rel_err(f(x, w)[..., 0], want) < 1e-5
+
+
 def test_real_algebra_is_exactly_an_ordinary_layer():
   rng = np.random.default_rng(3)
   x, w = normal(rng, (4, 8)), normal(rng, (8, 5))
