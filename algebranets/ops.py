@@ -720,8 +720,8 @@ def conv2d(x, w, algebra, *, stride: IntPair = 1, padding: Padding = "SAME",
 AUTO_XLA_MAX_CHANNELS = 64
 
 
-def _resolve_conv_impl(impl, groups, kernel_shape=None, stride=(1, 1)):
-  """"xla" or "im2col" for a real conv with kernel [KH, KW, C/G, O] (None: not known).
+def _resolve_conv_impl(impl, groups, kernel_shape, stride):
+  """"xla" or "im2col" for a real conv with kernel [KH, KW, C/G, ...] and stride (h, w).
 
   "auto" on CPU, measured on 2 cores (forward+backward; 2026-12-03): im2col + one matmul for
   1×1 kernels (a plain matmul), strided kernels and wide layers, where XLA's CPU convolution's
@@ -734,8 +734,8 @@ def _resolve_conv_impl(impl, groups, kernel_shape=None, stride=(1, 1)):
   if impl == "auto":
     if groups != 1 or jax.default_backend() != "cpu":
       return "xla"
-    if (kernel_shape is not None and kernel_shape[0] * kernel_shape[1] > 1
-        and tuple(stride) == (1, 1) and kernel_shape[2] <= AUTO_XLA_MAX_CHANNELS):
+    if (kernel_shape[0] * kernel_shape[1] > 1 and tuple(stride) == (1, 1)
+        and kernel_shape[2] <= AUTO_XLA_MAX_CHANNELS):
       return "xla"
     return "im2col"
   return "im2col" if impl == "im2col" and groups == 1 else "xla"
