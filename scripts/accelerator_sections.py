@@ -92,9 +92,11 @@ PROFILES = {
                     repeats=5)),
     "reduced": Profile(
         budget_s=1200.0, algebras=("r", "m2r"), peak_size=256,
-        # 2 simulated CPU devices; XLA:CPU's LLVM optimisations off, which takes about 40% off
-        # the compile times that make up most of this mode (its timings mean nothing anyway).
-        xla_flags="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0",
+        # 2 simulated CPU devices; XLA:CPU's LLVM optimisations and its MLIR fusion emitters
+        # off, which takes about half off the compile times that make up most of this mode (its
+        # timings mean nothing anyway).
+        xla_flags="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0 "
+                  "--xla_cpu_use_fusion_emitters=false",
         # A safety net: XLA:CPU compiles dominate (about 25 s of CPU per ResNet-18 model, 12 s
         # per Transformer-XL, 30 s for the two multidevice runs).
         shares=dict(devices=30, multidevice=150, ops=60, resnet50=400, transformer_xl=250,

@@ -85,7 +85,7 @@ def _resnet_case(algebra, width, args, rng):
       lambda x, is_training: ctor(num_classes=10, algebra=algebra, width=width)(x, is_training))
   images = jnp.asarray(rng.normal(size=(args.batch, 32, 32, 3)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 10, size=(args.batch,)), jnp.int32)
-  params, state = f.init(jax.random.PRNGKey(0), images, True)
+  params, state = jax.jit(f.init, static_argnums=2)(jax.random.PRNGKey(0), images, True)
 
   def loss_fn(params, state, batch):
     logits, state = f.apply(params, state, None, batch[0], True)
@@ -106,7 +106,7 @@ def _txl_case(config, algebra, args, rng):
       tokens, None, True, targets=targets)[0].mean())
   tokens = jnp.asarray(rng.integers(0, config["vocab_size"], size=(args.lm_batch, args.seq_len)),
                        jnp.int32)
-  params = f.init(jax.random.PRNGKey(0), tokens, tokens)
+  params = jax.jit(f.init)(jax.random.PRNGKey(0), tokens, tokens)
 
   def loss_fn(params, state, batch):
     return f.apply(params, jax.random.PRNGKey(1), *batch), state
@@ -208,7 +208,7 @@ def decode_results(args, rng, algebra_names=DECODE_ALGEBRAS):
     config = ref if name == "r" else txl.matched_config(ref, name, match="params")
     model_fn = lambda config=config, name=name: txl.TransformerXL(**config, algebra=name)
     init = hk.transform(lambda t, fn=model_fn: fn()(t, None, False))
-    params = init.init(jax.random.PRNGKey(0), prompt)
+    params = jax.jit(init.init)(jax.random.PRNGKey(0), prompt)  # one compile, not op by op
     for route, kernel in routes.items():
       runs[name, route] = _decode_run(Decoder(model_fn, rows_kernel=kernel), params, prompt, args)
       jax.block_until_ready(runs[name, route]())  # compile
@@ -268,7 +268,7 @@ def bench_decode_sparse(args, rng):
     config = txl.matched_config(ref, name, match="params")
     model_fn = lambda config=config, name=name: txl.TransformerXL(**config, algebra=name)
     init = hk.transform(lambda t, fn=model_fn: fn()(t, None, False))
-    params = _prune_elements(init.init(jax.random.PRNGKey(0), prompt), args.sparsity, rng)
+    params = _prune_elements(jax.jit(init.init)(jax.random.PRNGKey(0), prompt), args.sparsity, rng)
     for mode, sparse in (("dense", False), ("sparse", True)):
       runs[name, mode] = _decode_run(Decoder(model_fn, sparse=sparse), params, prompt, args)
       jax.block_until_ready(runs[name, mode]())
@@ -337,7 +337,7 @@ def _stage3_case(name, args, rng, folded):
   f = hk.transform_with_state(forward)
   x = jnp.asarray(rng.normal(size=(args.stage3_batch, 14, 14, 4 * width, alg.dim)), jnp.float32)
   x = layers.fold(x)
-  params, state = f.init(jax.random.PRNGKey(0), x)
+  params, state = jax.jit(f.init)(jax.random.PRNGKey(0), x)
 
   @jax.jit
   def step(params, state, x):

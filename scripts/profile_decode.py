@@ -166,7 +166,8 @@ def classify(items) -> Optional[str]:
 
 def _setup(name, config, prompt, num_tokens, rows_kernel):
   model_fn = lambda: txl.TransformerXL(**config, algebra=name)
-  params = hk.transform(lambda t: model_fn()(t, None, False)).init(jax.random.PRNGKey(0), prompt)
+  params = jax.jit(hk.transform(lambda t: model_fn()(t, None, False)).init)(
+      jax.random.PRNGKey(0), prompt)
   decoder = Decoder(model_fn, rows_kernel=rows_kernel)
   prepared = decoder.prepare(params)          # once: what a generation server would keep
   rng = jax.random.PRNGKey(0)

@@ -1,6 +1,6 @@
 """Settings of the whole test suite: XLA:CPU compiles less, and each program once.
 
-XLA:CPU compilation dominates this suite (small models, a few steps each). Two settings,
+XLA:CPU compilation dominates this suite (small models, a few steps each). Three settings,
 made here before JAX starts and inherited by the tests' subprocesses (the CLI, the sweep
 launcher's runs, the Ray workers, the multi-device scripts):
 
@@ -9,6 +9,11 @@ launcher's runs, the Ray workers, the multi-device scripts):
   is compiled, without LLVM's optimisations (float rounding may differ in the last bits, within
   every test's tolerance: the suite passes under it); the code runs slower, which the tests'
   tiny sizes do not feel. Speed is measured by the benchmarks, which do not run under pytest.
+* `--xla_cpu_use_fusion_emitters=false`: XLA:CPU emits its fusions with the older loop
+  emitters, not the MLIR fusion emitters, whose pipeline costs more per fusion (a ResNet-18
+  debug train step: 12-13 s -> 8 s of compile; test_train_e2e + test_resnet 161 -> 144 s on two
+  workers). A flag of the locked jaxlib (0.10.2): an XLA that drops it stops at start-up with
+  "Unknown flag in XLA_FLAGS", so a jax upgrade must recheck it.
 * a persistent compilation cache in one directory of the pytest session, shared by the xdist
   workers and the subprocesses ($JAX_COMPILATION_CACHE_DIR): a run and its resumption, the CLI
   and the library, the sweep's runs of one config compile each program once.

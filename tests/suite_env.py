@@ -3,9 +3,9 @@ subprocesses that choose their own number of simulated CPU devices."""
 
 import os
 
-# LLVM's optimisations of XLA:CPU's compiled code off: compiles are about a quarter faster,
-# and the suite is mostly compiles (tests/conftest.py).
-SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0"
+# LLVM's optimisations of XLA:CPU's compiled code off, and its older (simpler) loop emitters
+# for fusions: compiles are faster, and the suite is mostly compiles (tests/conftest.py).
+SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 _DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 
