@@ -97,8 +97,8 @@ PROFILES = {
         # timings mean nothing anyway).
         xla_flags="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0 "
                   "--xla_cpu_use_fusion_emitters=false",
-        # A safety net: XLA:CPU compiles dominate (about 25 s of CPU per ResNet-18 model, 12 s
-        # per Transformer-XL, 30 s for the two multidevice runs).
+        # A safety net: XLA:CPU compiles dominate (about 8 s of CPU per ResNet-18 model, 6-8 s
+        # per Transformer-XL with these flags; the whole mode about 2 minutes on two cores).
         shares=dict(devices=30, multidevice=150, ops=60, resnet50=400, transformer_xl=250,
                     decode=100),
         md_batch_per_device=2, md_steps=2,

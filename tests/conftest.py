@@ -62,10 +62,10 @@ def compilation_cache(tmp_path_factory):
       os.environ[k] = v
 
 
-# The longest files, by the seconds of their tests in `run_tests.sh --durations=60` on a
-# 2-core AMD EPYC (2026-12-02): about 300, 280, 270, 230, 185 and 150 s.
-LONGEST_FIRST = ("test_accelerator_check.py", "test_ray_launch.py", "test_microbatch.py",
-                 "test_train_e2e.py", "test_faults.py", "test_sparsity_training.py")
+# The longest files, by the seconds of their tests in `pytest -n 2 --durations=0` on a 2-core
+# Intel Xeon (2026-12-03): about 190, 140, 130, 110, 95 and 75 s.
+LONGEST_FIRST = ("test_ray_launch.py", "test_microbatch.py", "test_accelerator_check.py",
+                 "test_faults.py", "test_train_e2e.py", "test_sparsity_training.py")
 
 
 def pytest_collection_modifyitems(items):
