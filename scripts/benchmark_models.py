@@ -57,14 +57,32 @@ TRAIN_ALGEBRAS = ("r", "c", "h", "m2r", "m3r", "m4r", "m2c", "dual", "cross3")
 DECODE_ALGEBRAS = ("r", "c", "h", "m2r", "m4r")
 
 
-def _best_of_round_robin(runners, repeats):
+def _round_robin(runners, repeats):
+  """Seconds of each call, {key: [round 0, round 1, ...]}: every runner once per round, in turn."""
   times = {k: [] for k in runners}
   for _ in range(repeats):
     for k, run in runners.items():
       t0 = time.perf_counter()
       jax.block_until_ready(run())
       times[k].append(time.perf_counter() - t0)
-  return {k: min(v) for k, v in times.items()}
+  return times
+
+
+ROUNDS_NOTE = ("ms/step and speed vs real: the fastest of the round-robin rounds; \"per "
+               "round\": the lowest and highest of the rounds' speeds vs real, each from one "
+               "round's calls.")
+
+
+def _best_of_round_robin(runners, repeats):
+  return {k: min(v) for k, v in _round_robin(runners, repeats).items()}
+
+
+def speed_range(times, ref, key):
+  """(lowest, highest) speed of `key` vs `ref` over the rounds of `_round_robin` times, each
+  round's ratio from that round's two calls (neighbours in time, so they share its load): the
+  spread that the minimum over rounds hides on a noisy machine."""
+  ratios = [a / b for a, b in zip(times[ref], times[key])]
+  return min(ratios), max(ratios)
 
 
 def _sgd_step(loss_fn):
@@ -299,16 +317,18 @@ def bench_txl_base(args, rng):
     jax.block_until_ready(run())
     cases[name] = run
     info[name] = (config, params, macs)
-  t = _best_of_round_robin(cases, args.repeats)
+  rounds = _round_robin(cases, args.repeats)
+  t = {k: min(v) for k, v in rounds.items()}
   real_macs = info["r"][2]
   lines = [f"{args.txl_layers} layers of the enwik8 base shapes, batch {args.lm_batch} x "
-           f"{args.seq_len} tokens, no memory, forward+backward+SGD update.", "",
+           f"{args.seq_len} tokens, no memory, forward+backward+SGD update. {ROUNDS_NOTE}", "",
            "| algebra | d_model / d_inner (elements) | params | MACs/token vs real | ms/step "
-           "| speed vs real | MAC/s vs real |", "|---|---|---|---|---|---|---|"]
+           "| speed vs real | per round | MAC/s vs real |", "|---|---|---|---|---|---|---|---|"]
   for name, (config, params, macs) in info.items():
+    lo, hi = speed_range(rounds, "r", name)
     lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {params:,} "
                  f"| {macs / real_macs:.3f} | {t[name] * 1e3:.1f} | {t['r'] / t[name]:.2f} "
-                 f"| {t['r'] / t[name] * macs / real_macs:.2f} |")
+                 f"| {lo:.2f}-{hi:.2f} | {t['r'] / t[name] * macs / real_macs:.2f} |")
     print("txl_base", name, f"{t[name] * 1e3:.1f} ms", flush=True)
   return "\n".join(lines)
 
@@ -363,16 +383,20 @@ def bench_stage3(args, rng):
       cases[key] = run
       info[key] = (width, macs)
       jax.block_until_ready(run())
-  t = _best_of_round_robin(cases, args.repeats)
+  rounds = _round_robin(cases, args.repeats)
+  t = {k: min(v) for k, v in rounds.items()}
   real_t, real_macs = t["r"], info["r"][1]
   lines = [f"{args.stage3_blocks} bottleneck blocks, 14×14, batch {args.stage3_batch}, "
            "forward+backward (gradients of all parameters), BatchNorm in training mode; kept "
-           "folded, the blocks take and return the folded layout (no fold or unfold).", "",
+           "folded, the blocks take and return the folded layout (no fold or unfold). "
+           f"{ROUNDS_NOTE}", "",
            "| algebra | bottleneck width (elements) | MACs vs real | ms/step | speed vs real "
-           "| MAC/s vs real |", "|---|---|---|---|---|---|"]
+           "| per round | MAC/s vs real |", "|---|---|---|---|---|---|---|"]
   for key, (width, macs) in info.items():
+    lo, hi = speed_range(rounds, "r", key)
     lines.append(f"| {key} | {width} | {macs / real_macs:.3f} | {t[key] * 1e3:.1f} "
-                 f"| {real_t / t[key]:.2f} | {real_t / t[key] * macs / real_macs:.2f} |")
+                 f"| {real_t / t[key]:.2f} | {lo:.2f}-{hi:.2f} "
+                 f"| {real_t / t[key] * macs / real_macs:.2f} |")
     print("stage3", key, f"{t[key] * 1e3:.1f} ms", flush=True)
   return "\n".join(lines)
 
