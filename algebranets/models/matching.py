@@ -27,8 +27,8 @@ log-log space: it brackets the target (extrapolating the local power law),
 then interpolates the power law through the bracket ends (regula falsi),
 falling back to bisection in log width when one end of the bracket stalls,
 as it does on flat rounding steps; before a bracket, a flat stretch (a tiny
-model at its minimum channels) is left by strides that double. A near power law converges in 3-5
-evaluations. It stops once the size is within `stop_tolerance` (default a
+model at its minimum channels) is left by strides that double. A near power
+law converges in 3-5 evaluations. It stops once the size is within `stop_tolerance` (default a
 quarter of `tolerance`) of the target, when the bracket shrinks to one rounding
 step, or after `max_evaluations`; it returns the best width seen and raises
 if even that misses `tolerance` (small models where one channel is more than
@@ -160,9 +160,11 @@ def match_width(size_of_width: Callable[[float], float], target: float, *,
 
   lo = hi = None                   # (width, size) with size < target / >= target
   last_side, same_side = None, 0   # how often in a row the same end moved
+  flat = 0                         # how many evaluations in a row gave the previous size
   w = initial_width
   while len(history) < max_evaluations:
     size = evaluate(w)
+    flat = flat + 1 if len(history) >= 2 and history[-2][1] == size else 0
     if abs(size / target - 1) <= stop:
       break
     side = "lo" if size < target else "hi"
@@ -192,7 +194,6 @@ def match_width(size_of_width: Callable[[float], float], target: float, *,
         if w0 != w1 and s0 > 0 and s1 > 0 and s0 != s1:
           p = min(max(math.log(s1 / s0) / math.log(w1 / w0), 0.25), 4.0)
       step = (target / size) ** (1 / p) if size > 0 else 4.0
-      flat = same_side - 1 if len(history) >= 2 and history[-2][1] == size else 0
       if flat:
         # On a flat stretch (every layer at its minimum channels, a wide rounding step) the
         # power law's step would creep along it: double the stride each flat evaluation.
