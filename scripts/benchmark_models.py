@@ -22,12 +22,17 @@ Two benchmarks (issue 3):
   stage3  forward+backward of ResNet-50 stage-3 bottleneck blocks (14×14, real width
           256 -> 1024) at equal multiply-adds for r, c, h, m2r, m4r; M_n(R) also with
           the activations kept folded through the blocks (`folded=True`).
+  stage3_parts
+          the same blocks with all layers, without BatchNorm, and with convolutions and
+          residual adds only: each variant's speed vs the real blocks of the same variant,
+          as medians of paired per-round ratios (where the gap to the real model is).
 
 Timings are the minimum over repeats, the models of one table timed
 round-robin so machine noise hits them alike.
 
 Usage:
-  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,txl_base,dot]
+  python scripts/benchmark_models.py [--bench train,decode,decode_sparse,stage3,stage3_parts,
+      txl_base,dot]
       [--repeats 5] [--write BENCHMARKS.md]
 """
 
@@ -69,20 +74,24 @@ def _round_robin(runners, repeats):
 
 
 ROUNDS_NOTE = ("ms/step and speed vs real: the fastest of the round-robin rounds; \"per "
-               "round\": the lowest and highest of the rounds' speeds vs real, each from one "
-               "round's calls.")
+               "round\": the median (lowest-highest) of the rounds' speeds vs real, each from "
+               "one round's two calls, neighbours in time.")
 
 
 def _best_of_round_robin(runners, repeats):
   return {k: min(v) for k, v in _round_robin(runners, repeats).items()}
 
 
-def speed_range(times, ref, key):
-  """(lowest, highest) speed of `key` vs `ref` over the rounds of `_round_robin` times, each
-  round's ratio from that round's two calls (neighbours in time, so they share its load): the
-  spread that the minimum over rounds hides on a noisy machine."""
+def round_speeds(times, ref, key):
+  """(lowest, median, highest) speed of `key` vs `ref` over the rounds of `_round_robin` times,
+  each round's ratio from that round's two calls (neighbours in time, so they share its load).
+
+  The spread is what the minimum over rounds hides on a noisy machine; the median of these
+  paired ratios is the steadier estimate there: in two 15-round runs of the stage-3 case on the
+  shared 2-core VM of BENCHMARKS.md (2026-12-03), M4(R)'s fastest-round speed vs real was 0.74
+  and 0.64 (kept folded 0.72 and 0.59), its median per-round speed 0.71 and 0.70 (both)."""
   ratios = [a / b for a, b in zip(times[ref], times[key])]
-  return min(ratios), max(ratios)
+  return min(ratios), float(np.median(ratios)), max(ratios)
 
 
 def _sgd_step(loss_fn):
@@ -325,10 +334,10 @@ def bench_txl_base(args, rng):
            "| algebra | d_model / d_inner (elements) | params | MACs/token vs real | ms/step "
            "| speed vs real | per round | MAC/s vs real |", "|---|---|---|---|---|---|---|---|"]
   for name, (config, params, macs) in info.items():
-    lo, hi = speed_range(rounds, "r", name)
+    lo, med, hi = round_speeds(rounds, "r", name)
     lines.append(f"| {name} | {config['d_model']} / {config['d_inner']} | {params:,} "
                  f"| {macs / real_macs:.3f} | {t[name] * 1e3:.1f} | {t['r'] / t[name]:.2f} "
-                 f"| {lo:.2f}-{hi:.2f} | {t['r'] / t[name] * macs / real_macs:.2f} |")
+                 f"| {med:.2f} ({lo:.2f}-{hi:.2f}) | {t['r'] / t[name] * macs / real_macs:.2f} |")
     print("txl_base", name, f"{t[name] * 1e3:.1f} ms", flush=True)
   return "\n".join(lines)
 
@@ -337,14 +346,35 @@ def bench_txl_base(args, rng):
 STAGE3_ALGEBRAS = ("r", "c", "h", "m2r", "m4r")
 
 
-def _stage3_case(name, args, rng, folded):
+class _PartLayers(resnet.LayerChoices):
+  """The blocks' layer choices with BatchNorm and/or the activation taken out (identities),
+  for the `stage3_parts` bench: what each part costs inside the compiled step."""
+
+  def __init__(self, *a, parts, **k):
+    super().__init__(*a, **k)
+    self.keep_bn = parts in ("all",)
+    if parts == "convs":
+      self.activation = lambda x: x
+
+  def bn(self, name, zero_scale=False):
+    if self.keep_bn:
+      return super().bn(name, zero_scale)
+    return lambda x, *args, **kwargs: x
+
+
+STAGE3_PARTS = {"all": "all layers", "no_bn": "without BatchNorm",
+                "convs": "convolutions and residual adds only (no BatchNorm, no ReLU)"}
+
+
+def _stage3_case(name, args, rng, folded, parts="all"):
   """Forward+backward of `args.stage3_blocks` ResNet-50 stage-3 bottleneck blocks (identity
-  shortcut, 14×14) for algebra `name` at the real blocks' multiply-adds."""
+  shortcut, 14×14) for algebra `name` at the real blocks' multiply-adds; `parts` (a key of
+  STAGE3_PARTS) takes BatchNorm and the ReLUs out."""
   alg = algebras_lib.get(name)
   # Equal MACs: width w elements with mults_per_product · w² = 256² (the real bottleneck).
   width = max(1, round(args.stage3_width / np.sqrt(alg.mults_per_product)))
-  layers = resnet.LayerChoices(alg, resnet.check_bn_config(None), "relu", None, None,
-                               folded=folded)
+  layers = _PartLayers(alg, resnet.check_bn_config(None), "relu", None, None, folded=folded,
+                       parts=parts)
 
   def forward(x):
     # Kept folded, the blocks take and return the folded layout, as they do inside a
@@ -393,11 +423,48 @@ def bench_stage3(args, rng):
            "| algebra | bottleneck width (elements) | MACs vs real | ms/step | speed vs real "
            "| per round | MAC/s vs real |", "|---|---|---|---|---|---|---|"]
   for key, (width, macs) in info.items():
-    lo, hi = speed_range(rounds, "r", key)
+    lo, med, hi = round_speeds(rounds, "r", key)
     lines.append(f"| {key} | {width} | {macs / real_macs:.3f} | {t[key] * 1e3:.1f} "
-                 f"| {real_t / t[key]:.2f} | {lo:.2f}-{hi:.2f} "
+                 f"| {real_t / t[key]:.2f} | {med:.2f} ({lo:.2f}-{hi:.2f}) "
                  f"| {real_t / t[key] * macs / real_macs:.2f} |")
     print("stage3", key, f"{t[key] * 1e3:.1f} ms", flush=True)
+  return "\n".join(lines)
+
+
+def bench_stage3_parts(args, rng):
+  """The stage-3 blocks of `bench_stage3` with all layers, without BatchNorm, and as
+  convolutions and residual adds only, each variant's speed vs the real blocks of the same
+  variant (median of the per-round ratios): how much of the gap to the real model each part
+  holds."""
+  cases, keys = {}, []
+  for name in args.stage3_algebras.split(","):
+    layouts = (False, True) if algebras_lib.get(name).matrix_base is not None else (False,)
+    for folded in layouts:
+      key = name + (" (kept folded)" if folded else "")
+      keys.append(key)
+      for parts in STAGE3_PARTS:
+        cases[(key, parts)] = _stage3_case(name, args, rng, folded, parts)[0]
+        jax.block_until_ready(cases[(key, parts)]())
+  rounds = _round_robin(cases, args.repeats)
+  ms = lambda key, parts: [t * 1e3 for t in rounds[(key, parts)]]
+  lines = [f"{args.stage3_blocks} bottleneck blocks as in the table above (batch "
+           f"{args.stage3_batch}, forward+backward), with parts of the blocks taken out: "
+           + "; ".join(f"\"{k}\": {v}" for k, v in STAGE3_PARTS.items()) + ". Each speed is "
+           "vs the real blocks of the same variant: the median (lowest-highest) of "
+           f"{args.repeats} round-robin rounds' paired ratios. \"BatchNorm ms\": the step "
+           "time with it minus without it, median over the rounds.", "",
+           "| algebra | " + " | ".join(f"{k}: speed vs real" for k in STAGE3_PARTS)
+           + " | BatchNorm ms | all layers ms |", "|---|" + "---|" * (len(STAGE3_PARTS) + 2)]
+  for key in keys:
+    cells = []
+    for parts in STAGE3_PARTS:
+      lo, med, hi = round_speeds({"r": rounds[("r", parts)], key: rounds[(key, parts)]},
+                                 "r", key)
+      cells.append(f"{med:.2f} ({lo:.2f}-{hi:.2f})")
+    bn_ms = np.median(np.subtract(ms(key, "all"), ms(key, "no_bn")))
+    lines.append(f"| {key} | " + " | ".join(cells)
+                 + f" | {bn_ms:.1f} | {np.median(ms(key, 'all')):.1f} |")
+    print("stage3_parts", key, " ".join(cells), flush=True)
   return "\n".join(lines)
 
 
@@ -471,7 +538,7 @@ def parser(description=__doc__):
   p.add_argument("--stage3_batch", type=int, default=8)
   p.add_argument("--stage3_width", type=int, default=256, help="real bottleneck width")
   p.add_argument("--stage3_algebras", default=",".join(STAGE3_ALGEBRAS),
-                 help="algebras of the stage3 and txl_base benches")
+                 help="algebras of the stage3, stage3_parts and txl_base benches")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--write", default=None, help="markdown file to write the tables into")
   return p
@@ -484,6 +551,7 @@ def main(argv=None):
   benches = {"train": (bench_train, "models-train"), "dot": (bench_dot, "models-dot"),
              "decode": (bench_decode, "models-decode"),
              "stage3": (bench_stage3, "models-stage3"),
+             "stage3_parts": (bench_stage3_parts, "models-stage3-parts"),
              "txl_base": (bench_txl_base, "models-txl-base"),
              "decode_sparse": (bench_decode_sparse, "models-decode-sparse")}
   for name, (bench, section) in benches.items():  # in this order, each if asked for
