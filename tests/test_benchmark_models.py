@@ -48,8 +48,9 @@ def test_stage3_parts_take_out_what_they_name(bm, folded):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from algebranets.models import resnet  # pylint: disable=g-import-not-at-top
   alg = "m2r" if folded else "c"
-  outs = {}
-  for parts in bm.STAGE3_PARTS:
+
+  def block_outputs(parts):
+    """(has BatchNorm parameters, f(x), f(-x)) of one bottleneck block."""
     layers = bm._PartLayers(bm.algebras_lib.get(alg), resnet.check_bn_config(None), "relu",
                             None, None, folded=folded, parts=parts)
     f = hk.transform_with_state(lambda x: resnet.Block(2, 1, bottleneck=True,
@@ -60,9 +61,10 @@ def test_stage3_parts_take_out_what_they_name(bm, folded):
                     jnp.float32)
     x = layers.fold(x)
     params, state = f.init(jax.random.PRNGKey(0), x)
-    apply = lambda x: f.apply(params, state, None, x)[0]
-    has_bn = any("batchnorm" in k for k in params)
-    outs[parts] = (has_bn, np.asarray(apply(x)), np.asarray(apply(-x)))
+    apply = lambda x: np.asarray(f.apply(params, state, None, x)[0])
+    return any("batchnorm" in k for k in params), apply(x), apply(-x)
+
+  outs = {parts: block_outputs(parts) for parts in bm.STAGE3_PARTS}
   assert outs["all"][0] and not outs["no_bn"][0] and not outs["convs"][0]
   np.testing.assert_allclose(outs["convs"][2], -outs["convs"][1], rtol=1e-4, atol=1e-4)
   assert not np.allclose(outs["no_bn"][2], -outs["no_bn"][1], atol=1e-3)
