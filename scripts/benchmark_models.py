@@ -352,7 +352,8 @@ class _PartLayers(resnet.LayerChoices):
 
   def __init__(self, *a, parts, **k):
     super().__init__(*a, **k)
-    self.keep_bn = parts in ("all",)
+    assert parts in STAGE3_PARTS, parts
+    self.keep_bn = parts == "all"
     if parts == "convs":
       self.activation = lambda x: x
 
@@ -364,6 +365,15 @@ class _PartLayers(resnet.LayerChoices):
 
 STAGE3_PARTS = {"all": "all layers", "no_bn": "without BatchNorm",
                 "convs": "convolutions and residual adds only (no BatchNorm, no ReLU)"}
+
+
+def _stage3_layouts(args):
+  """(algebra name, kept folded, table row key) of the stage-3 benches: every algebra of
+  --stage3_algebras, and M_n(R) once more kept folded."""
+  for name in args.stage3_algebras.split(","):
+    layouts = (False, True) if algebras_lib.get(name).matrix_base is not None else (False,)
+    for folded in layouts:
+      yield name, folded, name + (" (kept folded)" if folded else "")
 
 
 def _stage3_case(name, args, rng, folded, parts="all"):
@@ -405,14 +415,11 @@ def _stage3_case(name, args, rng, folded, parts="all"):
 
 def bench_stage3(args, rng):
   cases, info = {}, {}
-  for name in args.stage3_algebras.split(","):
-    layouts = (False, True) if algebras_lib.get(name).matrix_base is not None else (False,)
-    for folded in layouts:
-      run, width, macs = _stage3_case(name, args, rng, folded)
-      key = name + (" (kept folded)" if folded else "")
-      cases[key] = run
-      info[key] = (width, macs)
-      jax.block_until_ready(run())
+  for name, folded, key in _stage3_layouts(args):
+    run, width, macs = _stage3_case(name, args, rng, folded)
+    cases[key] = run
+    info[key] = (width, macs)
+    jax.block_until_ready(run())
   rounds = _round_robin(cases, args.repeats)
   t = {k: min(v) for k, v in rounds.items()}
   real_t, real_macs = t["r"], info["r"][1]
@@ -437,14 +444,11 @@ def bench_stage3_parts(args, rng):
   variant (median of the per-round ratios): how much of the gap to the real model each part
   holds."""
   cases, keys = {}, []
-  for name in args.stage3_algebras.split(","):
-    layouts = (False, True) if algebras_lib.get(name).matrix_base is not None else (False,)
-    for folded in layouts:
-      key = name + (" (kept folded)" if folded else "")
-      keys.append(key)
-      for parts in STAGE3_PARTS:
-        cases[(key, parts)] = _stage3_case(name, args, rng, folded, parts)[0]
-        jax.block_until_ready(cases[(key, parts)]())
+  for name, folded, key in _stage3_layouts(args):
+    keys.append(key)
+    for parts in STAGE3_PARTS:
+      cases[(key, parts)] = _stage3_case(name, args, rng, folded, parts)[0]
+      jax.block_until_ready(cases[(key, parts)]())
   rounds = _round_robin(cases, args.repeats)
   ms = lambda key, parts: [t * 1e3 for t in rounds[(key, parts)]]
   lines = [f"{args.stage3_blocks} bottleneck blocks as in the table above (batch "
